@@ -1,0 +1,164 @@
+//! The event envelope: one domain event plus what the store needs to know about it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{AggregateId, EventId, Position, Version};
+
+/// Context carried with every event. Correlation and causation ids are first-class; anything
+/// else a writer wants to record goes in `extra`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Ties together every event caused, directly or not, by one user request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The id of the command (or event) that directly caused this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// Any further key/value pairs.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// An event as written by an aggregate, before the store gives it a global position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventEnvelope {
+    /// Unique across the store; appending an id twice stores it once.
+    pub event_id: EventId,
+    /// The event's name, in the past tense (`OrderPlaced`).
+    pub event_type: String,
+    /// The aggregate, and so the stream, the event belongs to.
+    pub aggregate_id: AggregateId,
+    /// The kind of aggregate (`Order`).
+    pub aggregate_type: String,
+    /// The event's version within its stream: 1 for the first event.
+    pub version: Version,
+    /// When the event happened, from the writer's clock.
+    pub timestamp: DateTime<Utc>,
+    /// The event's stored JSON form; always a JSON object.
+    pub payload: serde_json::Value,
+    /// Correlation, causation and any other context.
+    pub metadata: Metadata,
+}
+
+impl EventEnvelope {
+    /// Starts building an envelope; see [`EventEnvelopeBuilder`].
+    pub fn builder() -> EventEnvelopeBuilder {
+        EventEnvelopeBuilder::default()
+    }
+}
+
+/// Builds an [`EventEnvelope`]. The event id defaults to a fresh random id, the version to 1,
+/// the timestamp to now, the payload to `{}`. The store validates the result on append.
+#[derive(Debug, Default)]
+pub struct EventEnvelopeBuilder {
+    event_id: Option<EventId>,
+    event_type: String,
+    aggregate_id: Option<AggregateId>,
+    aggregate_type: String,
+    version: Option<Version>,
+    timestamp: Option<DateTime<Utc>>,
+    payload: Option<serde_json::Value>,
+    metadata: Metadata,
+}
+
+impl EventEnvelopeBuilder {
+    /// Sets the event id (for example one derived from a command id, to make retries idempotent).
+    pub fn event_id(mut self, id: EventId) -> Self {
+        self.event_id = Some(id);
+        self
+    }
+
+    /// Sets the event's type name.
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = event_type.into();
+        self
+    }
+
+    /// Sets the aggregate the event belongs to.
+    pub fn aggregate_id(mut self, id: AggregateId) -> Self {
+        self.aggregate_id = Some(id);
+        self
+    }
+
+    /// Sets the kind of aggregate.
+    pub fn aggregate_type(mut self, aggregate_type: impl Into<String>) -> Self {
+        self.aggregate_type = aggregate_type.into();
+        self
+    }
+
+    /// Sets the event's version within its stream.
+    pub fn version(mut self, version: Version) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// Sets when the event happened.
+    pub fn timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Sets the payload from a JSON value.
+    pub fn payload_raw(mut self, payload: serde_json::Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
+    /// Sets the payload by serialising a value.
+    pub fn payload<T: Serialize>(self, payload: &T) -> Result<Self, serde_json::Error> {
+        Ok(self.payload_raw(serde_json::to_value(payload)?))
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: Uuid) -> Self {
+        self.metadata.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn causation_id(mut self, id: Uuid) -> Self {
+        self.metadata.causation_id = Some(id);
+        self
+    }
+
+    /// Sets the whole metadata.
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Finishes the envelope.
+    pub fn build(self) -> EventEnvelope {
+        EventEnvelope {
+            event_id: self.event_id.unwrap_or_default(),
+            event_type: self.event_type,
+            aggregate_id: self.aggregate_id.unwrap_or_default(),
+            aggregate_type: self.aggregate_type,
+            version: self.version.unwrap_or(Version::first()),
+            timestamp: self.timestamp.unwrap_or_else(Utc::now),
+            payload: self.payload.unwrap_or_else(|| serde_json::json!({})),
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// An event read back from the store, with its place in the global log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// Where the event sits in the global log.
+    pub position: Position,
+    /// The event itself.
+    pub envelope: EventEnvelope,
+}
+
+impl std::ops::Deref for RecordedEvent {
+    type Target = EventEnvelope;
+
+    fn deref(&self) -> &EventEnvelope {
+        &self.envelope
+    }
+}

@@ -1,0 +1,483 @@
+//! The PostgreSQL store. All of this crate's SQL is in this file.
+
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::{
+    AggregateId, Error, EventEnvelope, EventId, EventQuery, EventStore, ExpectedVersion, Metadata,
+    MultiAppendResult, Position, RecordedEvent, Result, Snapshot, StreamAppend, Version, Wakeup,
+    memory::replayed, store::validate,
+};
+
+/// The channel appends are announced on. Payloads are empty: a notification only says
+/// "read the log", the log says what happened.
+pub const NOTIFY_CHANNEL: &str = "event_store_appended";
+
+/// How often an append with [`ExpectedVersion::Any`] is retried when a concurrent writer
+/// takes the version it computed.
+const ANY_VERSION_ATTEMPTS: usize = 5;
+
+/// Appends every stream's events in one statement: checks each stream's version, numbers
+/// the events after it, and inserts them, all or nothing. An empty result means a version
+/// check failed; a unique violation means a concurrent writer or a stored event id.
+const APPEND_SQL: &str = r#"
+WITH expected AS (
+    SELECT e.aggregate_id, e.expected_version,
+           coalesce((SELECT max(v.version) FROM events v WHERE v.aggregate_id = e.aggregate_id), 0) AS current_version
+    FROM unnest($1::uuid[], $2::bigint[]) AS e(aggregate_id, expected_version)
+), checked AS (
+    SELECT bool_and(expected_version < 0 OR expected_version = current_version) AS ok FROM expected
+), input AS (
+    SELECT i.*, x.current_version + row_number() OVER (PARTITION BY i.aggregate_id ORDER BY i.ord) AS new_version
+    FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::timestamptz[])
+         WITH ORDINALITY AS i(event_id, aggregate_id, aggregate_type, event_type, payload, metadata, occurred_at, ord)
+    JOIN expected x USING (aggregate_id)
+)
+INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at)
+SELECT event_id, aggregate_id, aggregate_type, new_version, event_type, payload, metadata, occurred_at
+FROM input
+WHERE (SELECT ok FROM checked)
+ORDER BY ord
+RETURNING global_position, transaction_id::text::bigint AS transaction_id, aggregate_id, version
+"#;
+
+const STREAM_VERSIONS_SQL: &str = "SELECT s.id, coalesce((SELECT max(version) FROM events WHERE aggregate_id = s.id), 0) \
+     FROM unnest($1::uuid[]) AS s(id)";
+
+const STORED_IDS_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
+     aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+     FROM events WHERE event_id = ANY($1)";
+
+const STREAM_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
+     aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+     FROM events WHERE aggregate_id = $1 AND version >= $2 ORDER BY version";
+
+const QUERY_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
+     aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+     FROM events \
+     WHERE ($1::uuid IS NULL OR aggregate_id = $1) \
+       AND ($2::text IS NULL OR aggregate_type = $2) \
+       AND ($3::text[] IS NULL OR event_type = ANY($3)) \
+       AND ($4::bigint IS NULL OR version >= $4) \
+       AND ($5::bigint IS NULL OR version <= $5) \
+       AND ($6::timestamptz IS NULL OR occurred_at >= $6) \
+       AND ($7::timestamptz IS NULL OR occurred_at < $7) \
+     ORDER BY global_position \
+     LIMIT $8";
+
+/// Reads below the oldest running transaction, in one statement and so one snapshot: every
+/// transaction below `pg_snapshot_xmin` has ended, so no event can appear later before the
+/// returned ones.
+const READ_ALL_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
+     aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+     FROM events \
+     WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position \
+     LIMIT $3";
+
+const HEAD_SQL: &str = "SELECT transaction_id::text::bigint, global_position FROM events \
+     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id DESC, global_position DESC LIMIT 1";
+
+const SAVE_SNAPSHOT_SQL: &str = "INSERT INTO snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (aggregate_id) DO UPDATE SET \
+       aggregate_type = excluded.aggregate_type, version = excluded.version, \
+       schema_version = excluded.schema_version, state = excluded.state, taken_at = excluded.taken_at \
+     WHERE snapshots.version < excluded.version OR snapshots.schema_version <> excluded.schema_version";
+
+const LOAD_SNAPSHOT_SQL: &str = "SELECT aggregate_type, version, schema_version, state, taken_at \
+     FROM snapshots WHERE aggregate_id = $1 AND schema_version = $2";
+
+/// An event store on PostgreSQL. Clones share the connection pool.
+///
+/// After each append it wakes subscribers with a NOTIFY sent from a separate connection,
+/// after the commit and coalesced (see [`Notifier`]): NOTIFY inside the append transaction
+/// would serialise every commit on PostgreSQL's notify lock.
+#[derive(Debug, Clone)]
+pub struct PostgresEventStore {
+    pool: PgPool,
+    notifier: Arc<OnceLock<Notifier>>,
+}
+
+impl PostgresEventStore {
+    /// A store over `pool`. The schema must exist (see [`crate::MIGRATOR`]).
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            notifier: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Appends to several streams on `conn`, typically inside the caller's transaction so
+    /// that other writes (an idempotency record, say) commit with the events. On error the
+    /// transaction is aborted and must be rolled back. Subscribers are not woken: call
+    /// [`PostgresEventStore::notify_appended`] after the commit.
+    pub async fn append_streams_in(
+        &self,
+        conn: &mut PgConnection,
+        streams: &[StreamAppend],
+    ) -> Result<MultiAppendResult> {
+        validate(streams)?;
+        match try_append(conn, streams).await? {
+            Attempt::Written(result) => Ok(result),
+            Attempt::StoredEventId | Attempt::Conflict => {
+                explain_failure(&self.pool, streams).await?
+            }
+        }
+    }
+
+    /// Wakes subscribers: asks the notifier to send one NOTIFY soon, outside any append
+    /// transaction. Many calls close together send one notification.
+    pub fn notify_appended(&self) {
+        self.notifier
+            .get_or_init(|| Notifier::spawn(self.pool.clone()))
+            .notify();
+    }
+}
+
+/// Outcome of one append statement.
+enum Attempt {
+    Written(MultiAppendResult),
+    /// A version check failed or a concurrent writer took a version.
+    Conflict,
+    /// A stored event id collided.
+    StoredEventId,
+}
+
+async fn try_append(conn: &mut PgConnection, streams: &[StreamAppend]) -> Result<Attempt> {
+    let mut stream_ids = Vec::with_capacity(streams.len());
+    let mut expected = Vec::with_capacity(streams.len());
+    for stream in streams {
+        stream_ids.push(stream.events[0].aggregate_id.as_uuid());
+        expected.push(
+            stream
+                .expected_version
+                .required()
+                .map_or(-1, Version::as_i64),
+        );
+    }
+    let count = streams.iter().map(|s| s.events.len()).sum();
+    let mut event_ids = Vec::with_capacity(count);
+    let mut aggregate_ids = Vec::with_capacity(count);
+    let mut aggregate_types = Vec::with_capacity(count);
+    let mut event_types = Vec::with_capacity(count);
+    let mut payloads = Vec::with_capacity(count);
+    let mut metadata = Vec::with_capacity(count);
+    let mut occurred = Vec::with_capacity(count);
+    for event in streams.iter().flat_map(|s| &s.events) {
+        event_ids.push(event.event_id.as_uuid());
+        aggregate_ids.push(event.aggregate_id.as_uuid());
+        aggregate_types.push(event.aggregate_type.as_str());
+        event_types.push(event.event_type.as_str());
+        payloads.push(sqlx::types::Json(&event.payload));
+        metadata.push(sqlx::types::Json(&event.metadata));
+        occurred.push(event.timestamp);
+    }
+    let rows = sqlx::query(APPEND_SQL)
+        .bind(&stream_ids)
+        .bind(&expected)
+        .bind(&event_ids)
+        .bind(&aggregate_ids)
+        .bind(&aggregate_types)
+        .bind(&event_types)
+        .bind(&payloads)
+        .bind(&metadata)
+        .bind(&occurred)
+        .fetch_all(&mut *conn)
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+            return Ok(if db.constraint() == Some("events_event_id_key") {
+                Attempt::StoredEventId
+            } else {
+                Attempt::Conflict
+            });
+        }
+        Err(err) => return Err(Error::from_sqlx(err)),
+    };
+    if rows.is_empty() {
+        return Ok(Attempt::Conflict);
+    }
+    let mut position = Position::START;
+    let mut versions: Vec<(AggregateId, Version)> = streams
+        .iter()
+        .map(|s| (s.events[0].aggregate_id, Version::INITIAL))
+        .collect();
+    for row in rows {
+        let global: i64 = row.try_get(0).map_err(Error::from_sqlx)?;
+        let transaction: i64 = row.try_get(1).map_err(Error::from_sqlx)?;
+        let id = AggregateId::from_uuid(row.try_get(2).map_err(Error::from_sqlx)?);
+        let version = Version::from_i64(row.try_get(3).map_err(Error::from_sqlx)?);
+        position = position.max(Position::new(transaction as u64, global as u64));
+        if let Some(slot) = versions.iter_mut().find(|(sid, _)| *sid == id) {
+            slot.1 = slot.1.max(version);
+        }
+    }
+    Ok(Attempt::Written(MultiAppendResult {
+        streams: versions,
+        position,
+    }))
+}
+
+/// Works out why an append wrote nothing: an idempotent retry (every event id is stored
+/// already), a partly stored batch, or a version conflict.
+///
+/// Runs on a fresh pooled connection: the caller's transaction may be aborted.
+async fn explain_failure(
+    pool: &PgPool,
+    streams: &[StreamAppend],
+) -> Result<Result<MultiAppendResult, Error>> {
+    let ids: Vec<Uuid> = streams
+        .iter()
+        .flat_map(|s| s.events.iter().map(|e| e.event_id.as_uuid()))
+        .collect();
+    let stored: Vec<RecordedEvent> = sqlx::query(STORED_IDS_SQL)
+        .bind(&ids)
+        .fetch_all(pool)
+        .await
+        .map_err(Error::from_sqlx)?
+        .iter()
+        .map(decode_event)
+        .collect::<Result<_>>()?;
+    if !stored.is_empty() {
+        if stored.len() == ids.len() {
+            let refs: Vec<&RecordedEvent> = stored.iter().collect();
+            return Ok(Ok(replayed(streams, &refs)));
+        }
+        return Ok(Err(Error::DuplicateEventId(stored[0].event_id)));
+    }
+    let stream_ids: Vec<Uuid> = streams
+        .iter()
+        .map(|s| s.events[0].aggregate_id.as_uuid())
+        .collect();
+    let actual: Vec<(Uuid, i64)> = sqlx::query_as(STREAM_VERSIONS_SQL)
+        .bind(&stream_ids)
+        .fetch_all(pool)
+        .await
+        .map_err(Error::from_sqlx)?;
+    // Report the first stream whose check fails now; if every check passes now, the writer
+    // that beat us has already moved on, and the first checked stream is reported.
+    let conflict = streams
+        .iter()
+        .filter(|s| s.expected_version.required().is_some())
+        .map(|s| {
+            let id = s.events[0].aggregate_id;
+            let now = actual
+                .iter()
+                .find(|(sid, _)| *sid == id.as_uuid())
+                .map_or(Version::INITIAL, |(_, v)| Version::from_i64(*v));
+            (id, s.expected_version, now)
+        })
+        .min_by_key(|(_, expected, now)| expected.required() == Some(*now));
+    let (aggregate_id, expected, actual) = conflict.unwrap_or_else(|| {
+        let id = streams[0].events[0].aggregate_id;
+        (id, ExpectedVersion::Any, Version::INITIAL)
+    });
+    Ok(Err(Error::VersionConflict {
+        aggregate_id,
+        expected,
+        actual,
+    }))
+}
+
+impl EventStore for PostgresEventStore {
+    async fn append_streams(&self, streams: Vec<StreamAppend>) -> Result<MultiAppendResult> {
+        validate(&streams)?;
+        let any_only = streams
+            .iter()
+            .all(|s| s.expected_version == ExpectedVersion::Any);
+        let attempts = if any_only { ANY_VERSION_ATTEMPTS } else { 1 };
+        for attempt in 1..=attempts {
+            let attempt_result = {
+                let mut conn = self.pool.acquire().await.map_err(Error::from_sqlx)?;
+                try_append(&mut conn, &streams).await?
+            };
+            // The connection is back in the pool before the failure is explained on another.
+            match attempt_result {
+                Attempt::Written(result) => {
+                    self.notify_appended();
+                    return Ok(result);
+                }
+                Attempt::Conflict if attempt < attempts => continue,
+                Attempt::Conflict | Attempt::StoredEventId => {}
+            }
+            return explain_failure(&self.pool, &streams).await?;
+        }
+        unreachable!("the last attempt always returns")
+    }
+
+    async fn get_events_for_aggregate(
+        &self,
+        aggregate_id: AggregateId,
+        from: Option<Version>,
+    ) -> Result<Vec<RecordedEvent>> {
+        let from = from.unwrap_or(Version::INITIAL).as_i64();
+        sqlx::query(STREAM_SQL)
+            .bind(aggregate_id.as_uuid())
+            .bind(from)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::from_sqlx)?
+            .iter()
+            .map(decode_event)
+            .collect()
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
+        let limit = query
+            .limit
+            .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        sqlx::query(QUERY_SQL)
+            .bind(query.aggregate_id.map(|id| id.as_uuid()))
+            .bind(query.aggregate_type.as_deref())
+            .bind(query.event_types.as_deref())
+            .bind(query.min_version.map(Version::as_i64))
+            .bind(query.max_version.map(Version::as_i64))
+            .bind(query.from_time)
+            .bind(query.to_time)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::from_sqlx)?
+            .iter()
+            .map(decode_event)
+            .collect()
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
+        sqlx::query(READ_ALL_SQL)
+            .bind(after.transaction_id.to_string())
+            .bind(i64::try_from(after.global_position).unwrap_or(i64::MAX))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::from_sqlx)?
+            .iter()
+            .map(decode_event)
+            .collect()
+    }
+
+    async fn head(&self) -> Result<Option<Position>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(HEAD_SQL)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::from_sqlx)?;
+        Ok(row.map(|(tx, pos)| Position::new(tx as u64, pos as u64)))
+    }
+
+    async fn wakeup(&self) -> Result<Wakeup> {
+        Ok(Wakeup::postgres(self.pool.clone()).await)
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        sqlx::query(SAVE_SNAPSHOT_SQL)
+            .bind(snapshot.aggregate_id.as_uuid())
+            .bind(&snapshot.aggregate_type)
+            .bind(snapshot.version.as_i64())
+            .bind(i32::try_from(snapshot.schema_version).unwrap_or(i32::MAX))
+            .bind(sqlx::types::Json(&snapshot.state))
+            .bind(snapshot.taken_at)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_id: AggregateId,
+        schema_version: u32,
+    ) -> Result<Option<Snapshot>> {
+        let row: Option<(
+            String,
+            i64,
+            i32,
+            sqlx::types::Json<serde_json::Value>,
+            DateTime<Utc>,
+        )> = sqlx::query_as(LOAD_SNAPSHOT_SQL)
+            .bind(aggregate_id.as_uuid())
+            .bind(i32::try_from(schema_version).unwrap_or(i32::MAX))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::from_sqlx)?;
+        Ok(row.map(
+            |(aggregate_type, version, schema, state, taken_at)| Snapshot {
+                aggregate_id,
+                aggregate_type,
+                version: Version::from_i64(version),
+                schema_version: schema as u32,
+                state: state.0,
+                taken_at,
+            },
+        ))
+    }
+}
+
+/// Turns a row of the ten event columns, in table order, into an event.
+fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
+    let corrupt = |err: sqlx::Error| Error::Corrupt(err.to_string());
+    let global: i64 = row.try_get(0).map_err(corrupt)?;
+    let transaction: i64 = row.try_get(1).map_err(corrupt)?;
+    let metadata: sqlx::types::Json<Metadata> = row.try_get(8).map_err(corrupt)?;
+    let payload: sqlx::types::Json<serde_json::Value> = row.try_get(7).map_err(corrupt)?;
+    Ok(RecordedEvent {
+        position: Position::new(transaction as u64, global as u64),
+        envelope: EventEnvelope {
+            event_id: EventId::from_uuid(row.try_get(2).map_err(corrupt)?),
+            aggregate_id: AggregateId::from_uuid(row.try_get(3).map_err(corrupt)?),
+            aggregate_type: row.try_get(4).map_err(corrupt)?,
+            version: Version::from_i64(row.try_get(5).map_err(corrupt)?),
+            event_type: row.try_get(6).map_err(corrupt)?,
+            payload: payload.0,
+            metadata: metadata.0,
+            timestamp: row.try_get(9).map_err(corrupt)?,
+        },
+    })
+}
+
+/// Sends NOTIFY on [`NOTIFY_CHANNEL`] from its own task, outside every append transaction.
+///
+/// Requests are coalesced: while one NOTIFY is being sent, any number of further requests
+/// cause exactly one more. The task ends when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    requests: mpsc::Sender<()>,
+}
+
+impl Notifier {
+    /// Starts the sending task on the current tokio runtime.
+    pub fn spawn(pool: PgPool) -> Self {
+        let (requests, mut pending) = mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            while pending.recv().await.is_some() {
+                if let Err(err) = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(NOTIFY_CHANNEL)
+                    .execute(&pool)
+                    .await
+                {
+                    // Subscribers poll as well, so a lost wake-up only costs latency.
+                    tracing::debug!(error = %err, "could not send the append notification");
+                }
+            }
+        });
+        Self { requests }
+    }
+
+    /// Asks for one NOTIFY; never waits.
+    pub fn notify(&self) {
+        // A full channel means a NOTIFY is already due, which covers this append too.
+        let _ = self.requests.try_send(());
+    }
+}

@@ -1,0 +1,170 @@
+//! Following the global log: "every event after checkpoint C, in order, forever".
+
+use std::time::Duration;
+
+use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::watch;
+
+use crate::{EventStore, NOTIFY_CHANNEL, Position, RecordedEvent, Result};
+
+/// Something that fires soon after events are appended. A wake-up may be lost (PostgreSQL
+/// does not store notifications for a listener that was disconnected), so waiting always has
+/// a timeout and the caller reads the log either way.
+pub struct Wakeup {
+    source: Source,
+}
+
+enum Source {
+    /// LISTEN on [`NOTIFY_CHANNEL`]; `None` while the connection is being re-established.
+    Postgres {
+        pool: PgPool,
+        listener: Option<PgListener>,
+    },
+    /// The in-memory store's append counter.
+    Local(watch::Receiver<u64>),
+}
+
+impl Wakeup {
+    pub(crate) async fn postgres(pool: PgPool) -> Self {
+        let listener = listen(&pool).await;
+        Self {
+            source: Source::Postgres { pool, listener },
+        }
+    }
+
+    pub(crate) fn local(receiver: watch::Receiver<u64>) -> Self {
+        Self {
+            source: Source::Local(receiver),
+        }
+    }
+
+    /// Waits until events may have been appended, or `timeout` passes. Returns true when a
+    /// wake-up arrived, false on timeout or when the wake-up source is down (the caller polls).
+    pub async fn wait(&mut self, timeout: Duration) -> bool {
+        match &mut self.source {
+            Source::Local(receiver) => matches!(
+                tokio::time::timeout(timeout, receiver.changed()).await,
+                Ok(Ok(()))
+            ),
+            Source::Postgres { pool, listener } => {
+                if listener.is_none() {
+                    *listener = listen(pool).await;
+                }
+                let Some(active) = listener.as_mut() else {
+                    tokio::time::sleep(timeout).await;
+                    return false;
+                };
+                match tokio::time::timeout(timeout, active.recv()).await {
+                    Ok(Ok(_)) => {
+                        // Drain notifications that are already buffered: one read covers them all.
+                        while active.next_buffered().is_some() {}
+                        true
+                    }
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "lost the LISTEN connection; polling until it is back");
+                        *listener = None;
+                        tokio::time::sleep(timeout).await;
+                        false
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = match PgListener::connect_with(pool).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot open a LISTEN connection yet");
+            return None;
+        }
+    };
+    match listener.listen(NOTIFY_CHANNEL).await {
+        Ok(()) => Some(listener),
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot LISTEN yet");
+            None
+        }
+    }
+}
+
+/// Reads the global log forward from a checkpoint, waking on appends and polling as a
+/// fallback.
+///
+/// The subscription tracks the position of the last event it returned. It does not store
+/// checkpoints: the consumer stores the position of the last event it handled in the same
+/// transaction as the handling, and starts a new subscription from there after a restart.
+pub struct Subscription<S> {
+    store: S,
+    wakeup: Wakeup,
+    position: Position,
+    batch_size: usize,
+    poll_interval: Duration,
+}
+
+impl<S: EventStore> Subscription<S> {
+    /// Starts listening, then reads from just after `after`. Listening starts before the
+    /// first read, so nothing appended in between is missed.
+    pub async fn start(store: S, after: Position) -> Result<Self> {
+        let wakeup = store.wakeup().await?;
+        Ok(Self {
+            store,
+            wakeup,
+            position: after,
+            batch_size: 500,
+            poll_interval: Duration::from_millis(250),
+        })
+    }
+
+    /// The most events one batch holds (default 500).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// How long to wait for a wake-up before reading anyway (default 250 ms).
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// The position of the last event returned (or the starting checkpoint).
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// Goes back (or forward) to `position`, for example after the consumer failed to store
+    /// a batch and reloaded its checkpoint.
+    pub fn seek(&mut self, position: Position) {
+        self.position = position;
+    }
+
+    /// The next batch of events that is available now, possibly empty.
+    pub async fn poll_batch(&mut self) -> Result<Vec<RecordedEvent>> {
+        let batch = self.store.read_all(self.position, self.batch_size).await?;
+        if let Some(last) = batch.last() {
+            self.position = last.position;
+        }
+        Ok(batch)
+    }
+
+    /// The next non-empty batch, waiting for one as long as it takes. An error leaves the
+    /// position where it was, so calling again retries the same read.
+    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>> {
+        loop {
+            let batch = self.poll_batch().await?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            self.wakeup.wait(self.poll_interval).await;
+        }
+    }
+
+    /// Waits for the next wake-up or the poll interval; for consumers that call
+    /// [`Subscription::poll_batch`] themselves.
+    pub async fn wait(&mut self) -> bool {
+        self.wakeup.wait(self.poll_interval).await
+    }
+}
