@@ -1,1 +1,95 @@
+//! command-service: the write side of the order system.
+//!
+//! Requests arrive as gRPC calls ([`grpc`]), are parsed into domain commands at the edge
+//! ([`edge`]), and run through the [`pipeline`]: load the aggregates ([`domain`]), decide,
+//! append the events with optimistic concurrency and a durable idempotency record ([`db`]).
 
+pub mod commands;
+pub mod db;
+pub mod domain;
+pub mod edge;
+pub mod error;
+pub mod grpc;
+pub mod pipeline;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use contracts::orders::v1::command_service_server::CommandServiceServer;
+use event_store::PostgresEventStore;
+use service_runtime::{Clock, SystemClock, server, telemetry::LogFormat};
+use tokio::net::TcpListener;
+
+/// The fully-qualified gRPC service name, as health checks know it.
+pub const SERVICE_NAME: &str = "orders.v1.CommandService";
+
+/// The largest request the service decodes; 100 order lines fit easily.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Configuration, from flags or environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "command-service",
+    version,
+    about = "The order system's write side (gRPC)."
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "COMMAND_SERVICE_ADDR", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Most database connections to hold.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// Snapshot an aggregate every this many events (0 turns snapshots off).
+    #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
+    pub snapshot_every: u64,
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// Connects to the database, applies migrations, and serves on `listener` until `shutdown`
+/// resolves; then reports NOT_SERVING, stops accepting and finishes in-flight commands.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_with_clock(config, listener, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`run`] with a clock of the caller's choosing (tests pass a fixed one).
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let pool = service_runtime::database::connect(&config.database_url, config.pool_size).await?;
+    let store = PostgresEventStore::new(pool.clone());
+    let pipeline = pipeline::Pipeline::new(store, clock, config.snapshot_every);
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    server::set_health(&reporter, SERVICE_NAME, true).await;
+    let health_watch = server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), || true);
+    let (reflection_v1, reflection_v1alpha) = server::reflection();
+
+    let api = CommandServiceServer::new(grpc::CommandApi::new(pipeline))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let router = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api);
+    tracing::info!(addr = %listener.local_addr()?, "command-service listening");
+    let result = server::serve(router, listener, reporter, SERVICE_NAME, shutdown).await;
+    health_watch.abort();
+    pool.close().await;
+    result?;
+    tracing::info!("command-service stopped");
+    Ok(())
+}

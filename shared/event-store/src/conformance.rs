@@ -286,7 +286,8 @@ pub async fn refuses_malformed_appends<S: EventStore>(store: &S) {
         f(&mut batch);
         batch
     };
-    let cases: Vec<(&str, Vec<EventEnvelope>, fn(&InvalidAppend) -> bool)> = vec![
+    type Case = (&'static str, Vec<EventEnvelope>, fn(&InvalidAppend) -> bool);
+    let cases: Vec<Case> = vec![
         ("empty batch", vec![], |e| {
             matches!(e, InvalidAppend::EmptyBatch)
         }),

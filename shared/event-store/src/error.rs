@@ -88,7 +88,7 @@ pub enum InvalidAppend {
 impl Error {
     /// Sorts a database error into "unavailable" (retry later) or "database" (a bug or a
     /// constraint), from its kind and SQLSTATE, never from its text.
-    pub(crate) fn from_sqlx(err: sqlx::Error) -> Self {
+    pub fn from_sqlx(err: sqlx::Error) -> Self {
         if is_unavailable(&err) {
             Error::Unavailable(err)
         } else {
@@ -104,11 +104,25 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // Class 08: connection exceptions; 57P01..57P03: admin shutdown, crash shutdown,
-            // cannot connect now.
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
-        }),
+        sqlx::Error::Database(db) => {
+            // A FATAL error ends the session: the server refused or dropped the connection
+            // (shutting down, not accepting connections, too many clients).
+            let fatal = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some_and(|pg| {
+                    matches!(
+                        pg.severity(),
+                        sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                    )
+                });
+            // Class 08: connection exceptions; 53300: too many connections; 57P01..57P03:
+            // admin shutdown, crash shutdown, cannot connect now.
+            fatal
+                || db.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || matches!(&*code, "53300" | "57P01" | "57P02" | "57P03")
+                })
+        }
         _ => false,
     }
 }

@@ -119,20 +119,28 @@ impl PostgresEventStore {
         &self.pool
     }
 
-    /// Appends to several streams on `conn`, typically inside the caller's transaction so
-    /// that other writes (an idempotency record, say) commit with the events. On error the
-    /// transaction is aborted and must be rolled back. Subscribers are not woken: call
-    /// [`PostgresEventStore::notify_appended`] after the commit.
+    /// Appends to several streams on `conn`, which must be inside a transaction, so that
+    /// other writes (an idempotency record, say) commit with the events. A refused append
+    /// is rolled back to a savepoint, so the transaction stays usable. Subscribers are not
+    /// woken: call [`PostgresEventStore::notify_appended`] after the commit.
     pub async fn append_streams_in(
         &self,
         conn: &mut PgConnection,
         streams: &[StreamAppend],
     ) -> Result<MultiAppendResult> {
         validate(streams)?;
+        sqlx::query("SAVEPOINT event_store_append")
+            .execute(&mut *conn)
+            .await
+            .map_err(Error::from_sqlx)?;
         match try_append(conn, streams).await? {
             Attempt::Written(result) => Ok(result),
             Attempt::StoredEventId | Attempt::Conflict => {
-                explain_failure(&self.pool, streams).await?
+                sqlx::query("ROLLBACK TO SAVEPOINT event_store_append")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::from_sqlx)?;
+                explain_failure(conn, streams).await?
             }
         }
     }
@@ -234,9 +242,10 @@ async fn try_append(conn: &mut PgConnection, streams: &[StreamAppend]) -> Result
 /// Works out why an append wrote nothing: an idempotent retry (every event id is stored
 /// already), a partly stored batch, or a version conflict.
 ///
-/// Runs on a fresh pooled connection: the caller's transaction may be aborted.
+/// Runs on the connection that tried the append, so it needs no second connection (a
+/// second one could deadlock a busy pool).
 async fn explain_failure(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     streams: &[StreamAppend],
 ) -> Result<Result<MultiAppendResult, Error>> {
     let ids: Vec<Uuid> = streams
@@ -245,7 +254,7 @@ async fn explain_failure(
         .collect();
     let stored: Vec<RecordedEvent> = sqlx::query(STORED_IDS_SQL)
         .bind(&ids)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(Error::from_sqlx)?
         .iter()
@@ -264,7 +273,7 @@ async fn explain_failure(
         .collect();
     let actual: Vec<(Uuid, i64)> = sqlx::query_as(STREAM_VERSIONS_SQL)
         .bind(&stream_ids)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(Error::from_sqlx)?;
     // Report the first stream whose check fails now; if every check passes now, the writer
@@ -299,13 +308,9 @@ impl EventStore for PostgresEventStore {
             .iter()
             .all(|s| s.expected_version == ExpectedVersion::Any);
         let attempts = if any_only { ANY_VERSION_ATTEMPTS } else { 1 };
+        let mut conn = self.pool.acquire().await.map_err(Error::from_sqlx)?;
         for attempt in 1..=attempts {
-            let attempt_result = {
-                let mut conn = self.pool.acquire().await.map_err(Error::from_sqlx)?;
-                try_append(&mut conn, &streams).await?
-            };
-            // The connection is back in the pool before the failure is explained on another.
-            match attempt_result {
+            match try_append(&mut conn, &streams).await? {
                 Attempt::Written(result) => {
                     self.notify_appended();
                     return Ok(result);
@@ -313,7 +318,8 @@ impl EventStore for PostgresEventStore {
                 Attempt::Conflict if attempt < attempts => continue,
                 Attempt::Conflict | Attempt::StoredEventId => {}
             }
-            return explain_failure(&self.pool, &streams).await?;
+            // Autocommit: the failed statement left nothing behind to roll back.
+            return explain_failure(&mut conn, &streams).await?;
         }
         unreachable!("the last attempt always returns")
     }
@@ -400,13 +406,7 @@ impl EventStore for PostgresEventStore {
         aggregate_id: AggregateId,
         schema_version: u32,
     ) -> Result<Option<Snapshot>> {
-        let row: Option<(
-            String,
-            i64,
-            i32,
-            sqlx::types::Json<serde_json::Value>,
-            DateTime<Utc>,
-        )> = sqlx::query_as(LOAD_SNAPSHOT_SQL)
+        let row: Option<SnapshotRow> = sqlx::query_as(LOAD_SNAPSHOT_SQL)
             .bind(aggregate_id.as_uuid())
             .bind(i32::try_from(schema_version).unwrap_or(i32::MAX))
             .fetch_optional(&self.pool)
@@ -424,6 +424,15 @@ impl EventStore for PostgresEventStore {
         ))
     }
 }
+
+/// A stored snapshot row: type, version, schema version, state, time taken.
+type SnapshotRow = (
+    String,
+    i64,
+    i32,
+    sqlx::types::Json<serde_json::Value>,
+    DateTime<Utc>,
+);
 
 /// Turns a row of the ten event columns, in table order, into an event.
 fn decode_event(row: &PgRow) -> Result<RecordedEvent> {

@@ -1,1 +1,12 @@
+//! What every service binary needs, written once: logging, shutdown, the gRPC server with
+//! health and reflection, the database connection, a clock that tests can set, and the
+//! helpers that turn bad fields into `INVALID_ARGUMENT` with field violations.
 
+pub mod clock;
+pub mod database;
+pub mod edge;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use clock::{Clock, FixedClock, SystemClock};

@@ -1,0 +1,669 @@
+//! The command pipeline: idempotency check, load, decide, append, record.
+//!
+//! 1. A command id seen before returns the recorded outcome (or ALREADY_EXISTS when the
+//!    request differs).
+//! 2. The aggregates the command needs are loaded: latest snapshot plus the events after it.
+//! 3. The pure domain decides; the events are appended with each aggregate's loaded version
+//!    as the expected version, in one transaction with the idempotency record.
+//! 4. On a version conflict the whole command is loaded and decided again, up to
+//!    [`MAX_ATTEMPTS`] times, unless the client pinned an expected version.
+//! 5. After the commit, subscribers are woken and due snapshots are written in the
+//!    background, off the command's critical path.
+
+use std::{any::Any, sync::Arc};
+
+use domain_events::{
+    StoredEvent,
+    values::{PaymentId, ProductId},
+};
+use event_store::{
+    AggregateId, EventEnvelope, EventId, EventStore, ExpectedVersion, Metadata, Position,
+    PostgresEventStore, Snapshot, StreamAppend, Version,
+};
+use serde_json::json;
+use service_runtime::Clock;
+use uuid::Uuid;
+
+use crate::{
+    commands::{Command, Detail, Envelope, Outcome, Write},
+    db,
+    domain::{
+        Aggregate, DomainError, Order, OrderCommand, Payment, PaymentCommand, PaymentStatus,
+        Product, ProductCommand,
+    },
+    error::CommandError,
+};
+
+/// How often a command is decided again after losing a race for an aggregate's version.
+/// Commands on one aggregate queue in-process (see [`KeyedLocks`]), so races only happen
+/// between instances or across the several products of a reservation.
+pub const MAX_ATTEMPTS: usize = 10;
+
+/// Runs commands against the event store.
+#[derive(Clone)]
+pub struct Pipeline {
+    store: PostgresEventStore,
+    clock: Arc<dyn Clock>,
+    snapshot_every: u64,
+    locks: Arc<KeyedLocks>,
+}
+
+impl Pipeline {
+    /// A pipeline writing to `store`, stamping events with `clock`, snapshotting each
+    /// aggregate every `snapshot_every` events (0: never).
+    pub fn new(store: PostgresEventStore, clock: Arc<dyn Clock>, snapshot_every: u64) -> Self {
+        Self {
+            store,
+            clock,
+            snapshot_every,
+            locks: Arc::new(KeyedLocks::default()),
+        }
+    }
+
+    /// Executes a command once, however often it is sent.
+    pub async fn execute(&self, envelope: &Envelope) -> Result<Outcome, CommandError> {
+        if let Some(outcome) = self.replay(envelope).await? {
+            return Ok(outcome);
+        }
+        let _turn = self.locks.lock(lock_keys(&envelope.command)).await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut session = Session::new(&self.store);
+            let detail = decide(&envelope.command, &mut session, envelope.expected_version).await?;
+            match self.commit(envelope, session, detail).await {
+                Ok(Some(outcome)) => return Ok(outcome),
+                // A concurrent request with the same command id committed first.
+                Ok(None) => {
+                    return self.replay(envelope).await?.ok_or_else(|| {
+                        CommandError::Internal("command id recorded but not found".into())
+                    });
+                }
+                Err(CommandError::Conflict { .. })
+                    if envelope.expected_version.is_none() && attempt < MAX_ATTEMPTS =>
+                {
+                    tracing::debug!(
+                        attempt,
+                        command = envelope.command_type,
+                        "version conflict; deciding again"
+                    );
+                    // Jitter spreads out writers that keep colliding.
+                    let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % 4;
+                    tokio::time::sleep(std::time::Duration::from_millis(attempt as u64 + jitter))
+                        .await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The recorded outcome of an earlier request with the same command id.
+    async fn replay(&self, envelope: &Envelope) -> Result<Option<Outcome>, CommandError> {
+        match db::find(self.store.pool(), envelope.command_id).await? {
+            None => Ok(None),
+            Some(recorded) if recorded.request_hash == envelope.request_hash => {
+                Ok(Some(recorded.outcome))
+            }
+            Some(_) => Err(CommandError::CommandIdReused(envelope.command_id)),
+        }
+    }
+
+    /// Appends the session's events and records the outcome in one transaction. `Ok(None)`
+    /// when the command id was recorded concurrently.
+    async fn commit(
+        &self,
+        envelope: &Envelope,
+        session: Session<'_>,
+        detail: Detail,
+    ) -> Result<Option<Outcome>, CommandError> {
+        let now = self.clock.now();
+        let streams = session.appends(envelope, now);
+        let mut tx = self.store.pool().begin().await?;
+        let appended = if streams.is_empty() {
+            None
+        } else {
+            Some(self.store.append_streams_in(&mut tx, &streams).await?)
+        };
+        let position = appended
+            .as_ref()
+            .map(|a| a.position)
+            .unwrap_or_else(|| session.last_position());
+        let outcome = Outcome {
+            writes: session
+                .entries
+                .iter()
+                .map(|e| Write {
+                    aggregate_id: e.id.as_uuid(),
+                    version: e.version().get(),
+                })
+                .collect(),
+            position,
+            detail,
+        };
+        let recorded = db::record(
+            &mut tx,
+            envelope.command_id,
+            envelope.command_type,
+            &envelope.request_hash,
+            &outcome,
+            now,
+        )
+        .await?;
+        if !recorded {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        if appended.is_some() {
+            self.store.notify_appended();
+            self.snapshot_in_background(&session, position, now);
+        }
+        Ok(Some(outcome))
+    }
+
+    /// Writes a snapshot of every aggregate whose new version crossed a multiple of the
+    /// snapshot interval. Failures are logged: a missing snapshot only costs load time.
+    fn snapshot_in_background(
+        &self,
+        session: &Session,
+        position: Position,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        if self.snapshot_every == 0 {
+            return;
+        }
+        for entry in session.entries.iter().filter(|e| !e.pending.is_empty()) {
+            let (before, after) = (entry.loaded_version.get(), entry.version().get());
+            if before / self.snapshot_every == after / self.snapshot_every {
+                continue;
+            }
+            let Some(state) = (entry.encode_state)(entry.state.as_ref()) else {
+                continue;
+            };
+            let snapshot = Snapshot {
+                aggregate_id: entry.id,
+                aggregate_type: entry.aggregate_type.to_owned(),
+                version: entry.version(),
+                schema_version: entry.snapshot_schema,
+                state: json!({ "position": position, "state": state }),
+                taken_at: now,
+            };
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(err) = store.save_snapshot(snapshot).await {
+                    tracing::warn!(error = %err, "could not save a snapshot");
+                }
+            });
+        }
+    }
+}
+
+/// The aggregates whose commands queue behind each other in this process: racing for a
+/// version in PostgreSQL only to retry is slower than waiting in line.
+fn lock_keys(command: &Command) -> Vec<AggregateId> {
+    let order = |id: domain_events::values::OrderId| AggregateId::from_uuid(id.as_uuid());
+    let product = |sku: &domain_events::values::Sku| {
+        AggregateId::from_uuid(ProductId::for_sku(sku).as_uuid())
+    };
+    let mut keys = match command {
+        Command::CreateOrder { order_id, .. }
+        | Command::AddOrderLine { order_id, .. }
+        | Command::RemoveOrderLine { order_id, .. }
+        | Command::PlaceOrder { order_id, .. }
+        | Command::ConfirmOrder { order_id }
+        | Command::ShipOrder { order_id }
+        | Command::CancelOrder { order_id, .. } => vec![order(*order_id)],
+        Command::CreateProduct { sku, .. } | Command::RestockProduct { sku, .. } => {
+            vec![product(sku)]
+        }
+        Command::ReserveStock { items, .. } => items.iter().map(|(sku, _)| product(sku)).collect(),
+        Command::ReleaseStock { skus, .. } => skus.iter().map(product).collect(),
+        Command::AuthorizePayment { order_id, .. } | Command::RefundPayment { order_id, .. } => {
+            vec![AggregateId::from_uuid(
+                PaymentId::for_order(*order_id).as_uuid(),
+            )]
+        }
+    };
+    // A fixed order, so two commands needing the same keys cannot deadlock.
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// One async mutex per aggregate id, created on demand and dropped when idle.
+#[derive(Default)]
+pub struct KeyedLocks {
+    locks: std::sync::Mutex<std::collections::HashMap<AggregateId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    /// Waits for every key, in the order given (callers pass them sorted).
+    async fn lock(&self, keys: Vec<AggregateId>) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let mutexes: Vec<Arc<tokio::sync::Mutex<()>>> = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            if locks.len() > 4096 {
+                // Nobody holds or waits for a mutex whose only reference is the map's.
+                locks.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            keys.iter()
+                .map(|k| locks.entry(*k).or_default().clone())
+                .collect()
+        };
+        let mut guards = Vec::with_capacity(mutexes.len());
+        for mutex in mutexes {
+            guards.push(mutex.lock_owned().await);
+        }
+        guards
+    }
+}
+
+/// One aggregate loaded during a command.
+struct Entry {
+    id: AggregateId,
+    aggregate_type: &'static str,
+    snapshot_schema: u32,
+    loaded_version: Version,
+    /// Position of the aggregate's last stored event, if any.
+    last_position: Option<Position>,
+    state: Box<dyn Any + Send + Sync>,
+    encode_state: fn(&(dyn Any + Send + Sync)) -> Option<serde_json::Value>,
+    /// Events decided in this command, already applied to `state`.
+    pending: Vec<domain_events::DomainEvent>,
+}
+
+impl Entry {
+    fn version(&self) -> Version {
+        Version::new(self.loaded_version.get() + self.pending.len() as u64)
+    }
+}
+
+fn encode_state<A: Aggregate>(state: &(dyn Any + Send + Sync)) -> Option<serde_json::Value> {
+    serde_json::to_value(state.downcast_ref::<A>()?).ok()
+}
+
+/// The aggregates one attempt at a command has loaded, and the events it decided.
+struct Session<'a> {
+    store: &'a PostgresEventStore,
+    entries: Vec<Entry>,
+}
+
+impl<'a> Session<'a> {
+    fn new(store: &'a PostgresEventStore) -> Self {
+        Self {
+            store,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Loads an aggregate (once per session) and returns its state and version.
+    async fn load<A: Aggregate>(&mut self, id: AggregateId) -> Result<(&A, Version), CommandError> {
+        let index = match self.entries.iter().position(|e| e.id == id) {
+            Some(index) => index,
+            None => {
+                let entry = load::<A>(self.store, id).await?;
+                self.entries.push(entry);
+                self.entries.len() - 1
+            }
+        };
+        let entry = &self.entries[index];
+        let state = entry
+            .state
+            .downcast_ref::<A>()
+            .ok_or_else(|| CommandError::NotFound(format!("{id} is not a {}", A::TYPE)))?;
+        Ok((state, entry.version()))
+    }
+
+    /// Asks a loaded aggregate to handle a command; its events are applied and kept for the
+    /// append. `what` names the aggregate in a not-found message.
+    fn decide<A: Aggregate>(
+        &mut self,
+        id: AggregateId,
+        what: &str,
+        command: &A::Command,
+    ) -> Result<usize, CommandError> {
+        let entry = self
+            .entries
+            .iter_mut()
+            .find(|e| e.id == id)
+            .ok_or_else(|| {
+                CommandError::Internal(format!("{what} decided before it was loaded"))
+            })?;
+        let state = entry
+            .state
+            .downcast_mut::<A>()
+            .ok_or_else(|| CommandError::NotFound(format!("{what} not found")))?;
+        let events = state.handle(command).map_err(|err| match err {
+            DomainError::NotFound(_) => CommandError::NotFound(format!("{what} not found")),
+            refused => refused.into(),
+        })?;
+        for event in &events {
+            state.apply(event);
+        }
+        let count = events.len();
+        entry.pending.extend(events);
+        Ok(count)
+    }
+
+    /// The position of the newest stored event among the loaded aggregates.
+    fn last_position(&self) -> Position {
+        self.entries
+            .iter()
+            .filter_map(|e| e.last_position)
+            .max()
+            .unwrap_or(Position::START)
+    }
+
+    /// The appends for every aggregate with decided events.
+    fn appends(
+        &self,
+        envelope: &Envelope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<StreamAppend> {
+        self.entries
+            .iter()
+            .filter(|e| !e.pending.is_empty())
+            .map(|entry| {
+                let expected = if entry.loaded_version == Version::INITIAL {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(entry.loaded_version)
+                };
+                let events = entry
+                    .pending
+                    .iter()
+                    .enumerate()
+                    .map(|(i, event)| {
+                        let version = Version::new(entry.loaded_version.get() + 1 + i as u64);
+                        let stored = StoredEvent::encode(event);
+                        EventEnvelope {
+                            // Derived from the command, so the same decision always has the
+                            // same event ids and the store can recognise a replay.
+                            event_id: EventId::from_uuid(Uuid::new_v5(
+                                &envelope.command_id,
+                                format!("{}/{}", entry.id, version).as_bytes(),
+                            )),
+                            event_type: stored.event_type.to_owned(),
+                            aggregate_id: entry.id,
+                            aggregate_type: entry.aggregate_type.to_owned(),
+                            version,
+                            timestamp: now,
+                            payload: stored.payload,
+                            metadata: Metadata {
+                                correlation_id: Some(envelope.correlation_id),
+                                causation_id: Some(envelope.command_id),
+                                extra: Default::default(),
+                            },
+                        }
+                    })
+                    .collect();
+                StreamAppend {
+                    expected_version: expected,
+                    events,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Loads an aggregate: the latest snapshot of its current schema, if it decodes, plus every
+/// event after it.
+async fn load<A: Aggregate>(
+    store: &PostgresEventStore,
+    id: AggregateId,
+) -> Result<Entry, CommandError> {
+    let mut state = A::default();
+    let mut version = Version::INITIAL;
+    let mut last_position = None;
+    if let Some(snapshot) = store.load_snapshot(id, A::SNAPSHOT_SCHEMA).await? {
+        match decode_snapshot::<A>(&snapshot.state) {
+            Some((snapshot_state, position)) => {
+                state = snapshot_state;
+                version = snapshot.version;
+                last_position = position;
+            }
+            None => tracing::warn!(aggregate = %id, "ignoring a snapshot that does not decode"),
+        }
+    }
+    let events = store
+        .get_events_for_aggregate(id, Some(version.next()))
+        .await?;
+    for recorded in events {
+        if recorded.aggregate_type != A::TYPE {
+            return Err(CommandError::NotFound(format!("{id} is not a {}", A::TYPE)));
+        }
+        let event =
+            StoredEvent::decode(&recorded.event_type, &recorded.payload).map_err(|err| {
+                CommandError::Internal(format!(
+                    "stored event {} does not decode: {err}",
+                    recorded.event_id
+                ))
+            })?;
+        state.apply(&event);
+        version = recorded.version;
+        last_position = Some(recorded.position);
+    }
+    Ok(Entry {
+        id,
+        aggregate_type: A::TYPE,
+        snapshot_schema: A::SNAPSHOT_SCHEMA,
+        loaded_version: version,
+        last_position,
+        state: Box::new(state),
+        encode_state: encode_state::<A>,
+        pending: Vec::new(),
+    })
+}
+
+fn decode_snapshot<A: Aggregate>(value: &serde_json::Value) -> Option<(A, Option<Position>)> {
+    let state = serde_json::from_value(value.get("state")?.clone()).ok()?;
+    let position = serde_json::from_value(value.get("position")?.clone()).ok();
+    Some((state, position))
+}
+
+/// Checks a client-pinned version against the loaded one.
+fn check_expected(
+    id: AggregateId,
+    expected: Option<Version>,
+    actual: Version,
+) -> Result<(), CommandError> {
+    match expected {
+        Some(expected) if expected != actual => Err(CommandError::Conflict {
+            aggregate_id: id.as_uuid(),
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Loads what `command` needs and decides it. Returns the command-specific detail.
+async fn decide(
+    command: &Command,
+    session: &mut Session<'_>,
+    expected: Option<Version>,
+) -> Result<Detail, CommandError> {
+    let order_stream = |id: domain_events::values::OrderId| AggregateId::from_uuid(id.as_uuid());
+    let product_stream = |sku: &domain_events::values::Sku| {
+        AggregateId::from_uuid(ProductId::for_sku(sku).as_uuid())
+    };
+    let payment_stream = |id: domain_events::values::OrderId| {
+        AggregateId::from_uuid(PaymentId::for_order(id).as_uuid())
+    };
+
+    // Commands on a single order share their shape.
+    let order_command =
+        |command: &Command| -> Option<(domain_events::values::OrderId, OrderCommand)> {
+            Some(match command {
+                Command::CreateOrder {
+                    order_id,
+                    customer_id,
+                    currency,
+                    lines,
+                } => (
+                    *order_id,
+                    OrderCommand::Create {
+                        order_id: *order_id,
+                        customer_id: *customer_id,
+                        currency: *currency,
+                        lines: lines.clone(),
+                    },
+                ),
+                Command::AddOrderLine { order_id, line } => {
+                    (*order_id, OrderCommand::AddLine(line.clone()))
+                }
+                Command::RemoveOrderLine { order_id, sku } => {
+                    (*order_id, OrderCommand::RemoveLine(sku.clone()))
+                }
+                Command::PlaceOrder {
+                    order_id,
+                    payment_method,
+                } => (*order_id, OrderCommand::Place(payment_method.clone())),
+                Command::ConfirmOrder { order_id } => (*order_id, OrderCommand::Confirm),
+                Command::CancelOrder { order_id, reason } => {
+                    (*order_id, OrderCommand::Cancel(reason.clone()))
+                }
+                _ => return None,
+            })
+        };
+    if let Some((order_id, order_command)) = order_command(command) {
+        let id = order_stream(order_id);
+        let (_, version) = session.load::<Order>(id).await?;
+        check_expected(id, expected, version)?;
+        session.decide::<Order>(id, &format!("order {order_id}"), &order_command)?;
+        let (order, _) = session.load::<Order>(id).await?;
+        return Ok(match command {
+            Command::PlaceOrder { .. } => match order.total() {
+                Some(total) => Detail::Total {
+                    amount_minor: total.amount_minor(),
+                    currency: total.currency().to_string(),
+                },
+                None => Detail::None,
+            },
+            _ => Detail::None,
+        });
+    }
+
+    match command {
+        Command::ShipOrder { order_id } => {
+            let id = order_stream(*order_id);
+            let (order, _) = session.load::<Order>(id).await?;
+            let lines = order.lines().to_vec();
+            let shipped_now =
+                session.decide::<Order>(id, &format!("order {order_id}"), &OrderCommand::Ship)? > 0;
+            if shipped_now {
+                for line in &lines {
+                    let product = product_stream(&line.sku);
+                    session.load::<Product>(product).await?;
+                    session.decide::<Product>(
+                        product,
+                        &format!("product {}", line.sku),
+                        &ProductCommand::Commit(*order_id),
+                    )?;
+                }
+                let payment = payment_stream(*order_id);
+                session.load::<Payment>(payment).await?;
+                session.decide::<Payment>(
+                    payment,
+                    &format!("payment for order {order_id}"),
+                    &PaymentCommand::Capture,
+                )?;
+            }
+            Ok(Detail::None)
+        }
+        Command::CreateProduct {
+            sku,
+            name,
+            price,
+            initial_stock,
+        } => {
+            let id = product_stream(sku);
+            session.load::<Product>(id).await?;
+            session.decide::<Product>(
+                id,
+                &format!("product {sku}"),
+                &ProductCommand::Create {
+                    sku: sku.clone(),
+                    name: name.clone(),
+                    price: *price,
+                    initial_stock: *initial_stock,
+                },
+            )?;
+            Ok(Detail::None)
+        }
+        Command::RestockProduct { sku, quantity } => {
+            let id = product_stream(sku);
+            session.load::<Product>(id).await?;
+            session.decide::<Product>(
+                id,
+                &format!("product {sku}"),
+                &ProductCommand::Restock(*quantity),
+            )?;
+            Ok(Detail::None)
+        }
+        Command::ReserveStock { order_id, items } => {
+            for (sku, quantity) in items {
+                let id = product_stream(sku);
+                session.load::<Product>(id).await?;
+                session.decide::<Product>(
+                    id,
+                    &format!("product {sku}"),
+                    &ProductCommand::Reserve {
+                        order_id: *order_id,
+                        quantity: *quantity,
+                    },
+                )?;
+            }
+            Ok(Detail::None)
+        }
+        Command::ReleaseStock { order_id, skus } => {
+            for sku in skus {
+                let id = product_stream(sku);
+                session.load::<Product>(id).await?;
+                session.decide::<Product>(
+                    id,
+                    &format!("product {sku}"),
+                    &ProductCommand::Release(*order_id),
+                )?;
+            }
+            Ok(Detail::None)
+        }
+        Command::AuthorizePayment {
+            order_id,
+            customer_id,
+            amount,
+            method,
+        } => {
+            let id = payment_stream(*order_id);
+            session.load::<Payment>(id).await?;
+            session.decide::<Payment>(
+                id,
+                &format!("payment for order {order_id}"),
+                &PaymentCommand::Authorize {
+                    order_id: *order_id,
+                    customer_id: *customer_id,
+                    amount: *amount,
+                    method: method.clone(),
+                },
+            )?;
+            let (payment, _) = session.load::<Payment>(id).await?;
+            Ok(Detail::Payment {
+                authorized: matches!(
+                    payment.status(),
+                    PaymentStatus::Authorized | PaymentStatus::Captured
+                ),
+                decline_reason: payment.decline_reason().map(|r| r.to_string()),
+            })
+        }
+        Command::RefundPayment { order_id, reason } => {
+            let id = payment_stream(*order_id);
+            session.load::<Payment>(id).await?;
+            session.decide::<Payment>(
+                id,
+                &format!("payment for order {order_id}"),
+                &PaymentCommand::Refund(reason.clone()),
+            )?;
+            Ok(Detail::None)
+        }
+        _ => Err(CommandError::Internal("order command fell through".into())),
+    }
+}

@@ -1,0 +1,393 @@
+//! Every error class maps to its status, with details; bad input changes nothing.
+
+use contracts::orders::v1 as pb;
+use sqlx::PgPool;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn invalid_fields_are_listed_as_violations(pool: PgPool) {
+    let app = spawn_app(&pool).await;
+    let mut c = app.client.clone();
+    let status = c
+        .create_order(pb::CreateOrderRequest {
+            command_id: "not-a-uuid".into(),
+            order_id: String::new(),
+            customer_id: id(),
+            currency: "euro".into(),
+            lines: vec![line("bad sku", 0, -5)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let violations = status
+        .get_details_bad_request()
+        .expect("BadRequest details")
+        .field_violations;
+    let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "command_id",
+            "order_id",
+            "currency",
+            "lines[0].sku",
+            "lines[0].quantity",
+            "lines[0].unit_price.amount_minor"
+        ]
+    );
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn bad_input_is_refused_and_writes_nothing(pool: PgPool) {
+    let app = spawn_app(&pool).await;
+    let mut c = app.client.clone();
+    create_product(&mut c, "SKU-1", 10).await;
+    let order_id = create_order(&mut c, vec![]).await;
+    let before = app.event_count().await;
+
+    let add = |line: Option<pb::OrderLine>| pb::AddOrderLineRequest {
+        command_id: id(),
+        order_id: order_id.clone(),
+        line,
+        expected_version: None,
+    };
+    let too_many: Vec<pb::OrderLine> = (0..101).map(|i| line(&format!("SKU-{i}"), 1, 1)).collect();
+    let long_name = "x".repeat(201);
+    let cases: Vec<(&str, Result<(), tonic::Status>)> = vec![
+        (
+            "empty command id",
+            c.add_order_line(pb::AddOrderLineRequest {
+                command_id: String::new(),
+                ..add(Some(line("SKU-1", 1, 1)))
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "non-UUID order id",
+            c.add_order_line(pb::AddOrderLineRequest {
+                order_id: "42".into(),
+                ..add(Some(line("SKU-1", 1, 1)))
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "missing line",
+            c.add_order_line(add(None)).await.map(|_| ()),
+        ),
+        (
+            "quantity 0",
+            c.add_order_line(add(Some(line("SKU-1", 0, 1))))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "negative quantity",
+            c.add_order_line(add(Some(line("SKU-1", -3, 1))))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "quantity over the bound",
+            c.add_order_line(add(Some(line("SKU-1", 10_001, 1))))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "lower-case SKU",
+            c.add_order_line(add(Some(line("sku-1", 1, 1))))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "missing price",
+            c.add_order_line(add(Some(pb::OrderLine {
+                unit_price: None,
+                ..line("SKU-1", 1, 1)
+            })))
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "101 lines",
+            c.create_order(pb::CreateOrderRequest {
+                command_id: id(),
+                order_id: id(),
+                customer_id: id(),
+                currency: "EUR".into(),
+                lines: too_many,
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "name over its limit",
+            c.create_product(pb::CreateProductRequest {
+                command_id: id(),
+                sku: "SKU-9".into(),
+                name: long_name,
+                price: eur(1),
+                initial_stock: 1,
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "empty reason",
+            c.cancel_order(pb::CancelOrderRequest {
+                command_id: id(),
+                order_id: order_id.clone(),
+                reason: "  ".into(),
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "no items to reserve",
+            c.reserve_stock(pb::ReserveStockRequest {
+                command_id: id(),
+                order_id: order_id.clone(),
+                items: vec![],
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "a SKU twice",
+            c.release_stock(pb::ReleaseStockRequest {
+                command_id: id(),
+                order_id: order_id.clone(),
+                skus: vec!["SKU-1".into(), "SKU-1".into()],
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "bad payment method",
+            c.place_order(pb::PlaceOrderRequest {
+                command_id: id(),
+                order_id: order_id.clone(),
+                payment_method: "Visa Card".into(),
+                expected_version: None,
+            })
+            .await
+            .map(|_| ()),
+        ),
+    ];
+    for (name, result) in cases {
+        assert_eq!(code(result).0, Code::InvalidArgument, "{name}");
+    }
+
+    let not_found: Vec<(&str, Result<(), tonic::Status>)> = vec![
+        (
+            "unknown order",
+            c.add_order_line(pb::AddOrderLineRequest {
+                order_id: id(),
+                ..add(Some(line("SKU-1", 1, 1)))
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "unknown SKU",
+            c.reserve_stock(pb::ReserveStockRequest {
+                command_id: id(),
+                order_id: order_id.clone(),
+                items: vec![pb::StockItem {
+                    sku: "NOPE-1".into(),
+                    quantity: 1,
+                }],
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "restocking an unknown SKU",
+            c.restock_product(pb::RestockProductRequest {
+                command_id: id(),
+                sku: "NOPE-2".into(),
+                quantity: 1,
+            })
+            .await
+            .map(|_| ()),
+        ),
+    ];
+    for (name, result) in not_found {
+        let (code, message) = code(result);
+        assert_eq!(code, Code::NotFound, "{name}: {message}");
+    }
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "a refused request wrote events"
+    );
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM command_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        logged, 2,
+        "only the two successful setup commands are recorded"
+    );
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn business_rules_refuse_with_failed_precondition(pool: PgPool) {
+    let app = spawn_app(&pool).await;
+    let mut c = app.client.clone();
+    create_product(&mut c, "SKU-1", 1).await;
+    let empty = create_order(&mut c, vec![]).await;
+    let status = c
+        .place_order(pb::PlaceOrderRequest {
+            command_id: id(),
+            order_id: empty.clone(),
+            payment_method: "card".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), "cannot place an order with no lines");
+    assert!(status.get_details_precondition_failure().is_some());
+
+    let status = c
+        .reserve_stock(pb::ReserveStockRequest {
+            command_id: id(),
+            order_id: empty,
+            items: vec![pb::StockItem {
+                sku: "SKU-1".into(),
+                quantity: 2,
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "out of stock: SKU-1 (requested 2, available 1)"
+    );
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_stale_expected_version_is_aborted_with_both_versions(pool: PgPool) {
+    let app = spawn_app(&pool).await;
+    let mut c = app.client.clone();
+    let order_id = create_order(&mut c, vec![line("SKU-1", 1, 1)]).await;
+    c.add_order_line(pb::AddOrderLineRequest {
+        command_id: id(),
+        order_id: order_id.clone(),
+        line: Some(line("SKU-2", 1, 1)),
+        expected_version: Some(1),
+    })
+    .await
+    .unwrap();
+    let before = app.event_count().await;
+    let status = c
+        .add_order_line(pb::AddOrderLineRequest {
+            command_id: id(),
+            order_id: order_id.clone(),
+            line: Some(line("SKU-3", 1, 1)),
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Aborted);
+    assert_eq!(
+        status.message(),
+        format!("version conflict on {order_id}: expected version 1, actual version 2")
+    );
+    let info = status.get_details_error_info().expect("ErrorInfo details");
+    assert_eq!(info.reason, "VERSION_CONFLICT");
+    assert_eq!(info.metadata["expected_version"], "1");
+    assert_eq!(info.metadata["actual_version"], "2");
+    assert_eq!(app.event_count().await, before);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_malformed_correlation_id_is_invalid(pool: PgPool) {
+    let app = spawn_app(&pool).await;
+    let mut c = app.client.clone();
+    let mut request = tonic::Request::new(pb::ConfirmOrderRequest {
+        command_id: id(),
+        order_id: id(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-correlation-id", "abc".parse().unwrap());
+    assert_eq!(
+        code(c.confirm_order(request).await).0,
+        Code::InvalidArgument
+    );
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn an_unreachable_database_is_unavailable(pool: PgPool) {
+    let app = spawn_app(&pool).await;
+    let mut c = app.client.clone();
+    // Cut the service's connections and refuse new ones to its database.
+    // A database cannot lock itself out, so do it from the server's maintenance database.
+    let database = pool.connect_options().get_database().unwrap().to_owned();
+    let admin = PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&database)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let status = c
+        .create_product(pb::CreateProductRequest {
+            command_id: id(),
+            sku: "SKU-1".into(),
+            name: "Widget".into(),
+            price: eur(1),
+            initial_stock: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        !status.message().contains("postgres"),
+        "no database text reaches a client"
+    );
+
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(app.running.channel().await);
+    let mut serving = true;
+    for _ in 0..40 {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: command_service::SERVICE_NAME.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        serving = status == tonic_health::pb::health_check_response::ServingStatus::Serving;
+        if !serving {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !serving,
+        "health must turn NOT_SERVING while the database is unreachable"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}

@@ -1,0 +1,117 @@
+//! Starting the service and building requests.
+
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use command_service::Config;
+use contracts::orders::v1::{self as pb, command_service_client::CommandServiceClient};
+use service_runtime::{FixedClock, telemetry::LogFormat};
+use sqlx::PgPool;
+use test_support::Running;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+pub type Client = CommandServiceClient<Channel>;
+
+/// A running command-service and a client for it.
+pub struct TestApp {
+    pub running: Running,
+    pub client: Client,
+    pub pool: PgPool,
+}
+
+pub async fn spawn_app(pool: &PgPool) -> TestApp {
+    spawn_app_with(pool, 100).await
+}
+
+pub async fn spawn_app_with(pool: &PgPool, snapshot_every: u64) -> TestApp {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: test_support::database_url(pool),
+        pool_size: 8,
+        snapshot_every,
+        log_format: LogFormat::Human,
+    };
+    service_runtime::telemetry::init(LogFormat::Human);
+    let clock = Arc::new(FixedClock::at(
+        Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+    ));
+    let running = Running::start(move |listener, shutdown| async move {
+        command_service::run_with_clock(config, listener, clock, shutdown).await
+    })
+    .await;
+    let client = CommandServiceClient::new(running.channel().await);
+    TestApp {
+        running,
+        client,
+        pool: pool.clone(),
+    }
+}
+
+impl TestApp {
+    /// How many events the store holds.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+pub fn id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+pub fn eur(amount_minor: i64) -> Option<pb::Money> {
+    Some(pb::Money {
+        amount_minor,
+        currency: "EUR".into(),
+    })
+}
+
+pub fn line(sku: &str, quantity: i32, unit_price: i64) -> pb::OrderLine {
+    pb::OrderLine {
+        sku: sku.into(),
+        quantity,
+        unit_price: eur(unit_price),
+    }
+}
+
+pub async fn create_product(client: &mut Client, sku: &str, stock: i64) -> pb::WriteResult {
+    client
+        .create_product(pb::CreateProductRequest {
+            command_id: id(),
+            sku: sku.into(),
+            name: format!("Product {sku}"),
+            price: eur(500),
+            initial_stock: stock,
+        })
+        .await
+        .expect("create product")
+        .into_inner()
+        .result
+        .unwrap()
+}
+
+/// Creates a draft order with the given lines; returns its id.
+pub async fn create_order(client: &mut Client, lines: Vec<pb::OrderLine>) -> String {
+    let order_id = id();
+    client
+        .create_order(pb::CreateOrderRequest {
+            command_id: id(),
+            order_id: order_id.clone(),
+            customer_id: id(),
+            currency: "EUR".into(),
+            lines,
+        })
+        .await
+        .expect("create order");
+    order_id
+}
+
+/// The status code and message of a failed call.
+#[track_caller]
+pub fn code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> (tonic::Code, String) {
+    let status = result.expect_err("the call should have failed");
+    (status.code(), status.message().to_owned())
+}

@@ -1,0 +1,9 @@
+//! command-service called the way users call it: a real server on port 0, a fresh migrated
+//! database per test, and the generated gRPC client.
+
+mod errors;
+mod helpers;
+mod idempotency;
+mod invariants;
+mod lifecycle;
+mod snapshots;

@@ -1,0 +1,73 @@
+//! Turning bad request fields into `INVALID_ARGUMENT` with BadRequest field violations.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Collects every bad field of a request, so a client learns about all of them at once.
+#[derive(Debug, Default)]
+pub struct FieldViolations {
+    violations: Vec<(String, String)>,
+}
+
+impl FieldViolations {
+    /// No violations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `field` is wrong, and why.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.violations.push((field.into(), description.into()));
+    }
+
+    /// Runs a parser; on failure records the violation and returns `None`.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(err) => {
+                self.add(field, err.to_string());
+                None
+            }
+        }
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// `INVALID_ARGUMENT` listing every violation.
+    pub fn into_status(self) -> Status {
+        let message = self
+            .violations
+            .iter()
+            .map(|(f, d)| format!("{f}: {d}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut details = ErrorDetails::new();
+        for (field, description) in &self.violations {
+            details.add_bad_request_violation(field.clone(), description.clone());
+        }
+        Status::with_error_details(Code::InvalidArgument, message, details)
+    }
+
+    /// `Ok(value)` when there were no violations, else the status.
+    pub fn finish<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, Status> {
+        if !self.is_empty() {
+            return Err(self.into_status());
+        }
+        value()
+            .ok_or_else(|| Status::internal("a field parsed without a violation but has no value"))
+    }
+}
+
+/// A single-field `INVALID_ARGUMENT`.
+pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
+    let mut v = FieldViolations::new();
+    v.add(field, description);
+    v.into_status()
+}

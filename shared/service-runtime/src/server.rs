@@ -1,0 +1,94 @@
+//! Serving a gRPC router with health, reflection, tracing and graceful shutdown.
+
+use std::{future::Future, time::Duration};
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Router;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// The reflection services (v1 and v1alpha: grpcurl 1.8 only speaks v1alpha) describing
+/// every service in `proto/` and the health service.
+pub fn reflection() -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+) {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(contracts::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Building from descriptors compiled into the binary only fails if they are corrupt,
+    // which the build would have caught.
+    let v1 = builder()
+        .build_v1()
+        .expect("the embedded descriptors are valid");
+    let v1alpha = builder()
+        .build_v1alpha()
+        .expect("the embedded descriptors are valid");
+    (v1, v1alpha)
+}
+
+/// Marks `service` (and the whole server, `""`) serving or not.
+pub async fn set_health(reporter: &HealthReporter, service: &str, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status(service, status).await;
+    reporter.set_service_status("", status).await;
+}
+
+/// Keeps `service`'s health in step with the database and `healthy` (an extra check, for
+/// example "no projection has stopped"), checking every 500 ms until the task is aborted.
+pub fn watch_health(
+    reporter: HealthReporter,
+    service: &'static str,
+    pool: PgPool,
+    healthy: impl Fn() -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let serving = crate::database::is_reachable(&pool).await && healthy();
+            if last != Some(serving) {
+                if serving {
+                    tracing::info!(service, "serving");
+                } else {
+                    tracing::warn!(
+                        service,
+                        "not serving (database unreachable or a component stopped)"
+                    );
+                }
+                set_health(&reporter, service, serving).await;
+                last = Some(serving);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits
+/// for in-flight calls to finish. Health turns NOT_SERVING before the drain starts.
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    reporter: HealthReporter,
+    service: &'static str,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let signal = async move {
+        shutdown.await;
+        set_health(&reporter, service, false).await;
+        tracing::info!(service, "draining in-flight calls");
+    };
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await
+}

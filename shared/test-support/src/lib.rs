@@ -1,0 +1,88 @@
+//! Helpers for integration tests: start a real service on `127.0.0.1:0`, talk to it over
+//! loopback, stop it gracefully (or abruptly, to simulate a crash).
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use sqlx::PgPool;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::{Channel, Endpoint};
+
+/// The URL of the database behind `pool` (one that `#[sqlx::test]` created), so a service
+/// under test can open its own pool to it.
+pub fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL must point at a PostgreSQL where tests may create databases (scripts/test starts one)",
+    );
+    let options = pool.connect_options();
+    let database = options
+        .get_database()
+        .expect("the test pool names its database");
+    let (without_query, query) = match base.split_once('?') {
+        Some((url, query)) => (url.to_owned(), format!("?{query}")),
+        None => (base.clone(), String::new()),
+    };
+    let server = match without_query.rfind('/') {
+        Some(slash) if slash > "postgres://".len() => &without_query[..slash],
+        _ => without_query.as_str(),
+    };
+    format!("{server}/{database}{query}")
+}
+
+/// A service running in this process.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Binds `127.0.0.1:0` and starts `run(listener, shutdown)` in a task.
+    pub async fn start<F, Fut>(run: F) -> Running
+    where
+        F: FnOnce(TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = rx.await;
+        });
+        let task = tokio::spawn(run(listener, shutdown));
+        Running {
+            addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    /// A channel to the service (one HTTP/2 connection), waiting until it accepts.
+    pub async fn channel(&self) -> Channel {
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.addr)).expect("endpoint");
+        for _ in 0..200 {
+            if let Ok(channel) = endpoint.connect().await {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the service at {} never accepted a connection", self.addr);
+    }
+
+    /// Graceful shutdown; returns what `run` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("the service did not stop within 20 s")
+            .expect("the service task panicked")
+    }
+
+    /// Stops the service the hard way, like `kill -9`: no drain, no cleanup.
+    pub fn kill(mut self) {
+        self.shutdown.take();
+        self.task.abort();
+    }
+}
