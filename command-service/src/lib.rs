@@ -87,7 +87,7 @@ pub async fn run_with_clock(
         .add_service(api);
     tracing::info!(addr = %listener.local_addr()?, "command-service listening");
     let result = server::serve(router, listener, reporter, SERVICE_NAME, shutdown).await;
-    health_watch.abort();
+    drop(health_watch);
     pool.close().await;
     result?;
     tracing::info!("command-service stopped");

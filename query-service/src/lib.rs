@@ -1,1 +1,130 @@
+//! query-service: the read side of the order system (CQRS).
+//!
+//! A [`projection`] follows the event log into read-model tables ([`db`]), folding events
+//! with the pure [`model`]; the gRPC API ([`grpc`], parsing in [`edge`]) serves those tables,
+//! waiting for a consistency token when asked. [`rebuild`] replays the whole log into fresh
+//! tables and swaps them in without stopping queries.
 
+pub mod db;
+pub mod edge;
+pub mod grpc;
+pub mod model;
+pub mod projection;
+pub mod rebuild;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use contracts::orders::v1::query_service_server::QueryServiceServer;
+use event_store::PostgresEventStore;
+use service_runtime::{server, task::AbortOnDrop, telemetry::LogFormat};
+use tokio::{net::TcpListener, sync::watch};
+
+/// The fully-qualified gRPC service name, as health checks know it.
+pub const SERVICE_NAME: &str = "orders.v1.QueryService";
+
+/// Command line: serve (the default) or rebuild.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "query-service",
+    version,
+    about = "The order system's read side (gRPC)."
+)]
+pub struct Cli {
+    /// What to do; serves when omitted.
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// What the binary can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Subcommand {
+    /// Serve the read API (the default).
+    Serve,
+    /// Replay the whole log into fresh read-model tables, then swap them in. Safe while
+    /// query-service instances are serving.
+    Rebuild,
+}
+
+/// Configuration, from flags or environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "QUERY_SERVICE_ADDR", default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Most database connections to hold.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// Serves the read API on `listener` and runs the projector until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let pool = service_runtime::database::connect(&config.database_url, config.pool_size).await?;
+    let store = PostgresEventStore::new(pool.clone());
+    let state = Arc::new(projection::ProjectionState::default());
+    let (stop, stopping) = watch::channel(false);
+
+    // Aborted if this future is dropped (a crash in tests), releasing the projection lock.
+    let mut projector = AbortOnDrop::spawn(projection::run_projector(
+        pool.clone(),
+        store.clone(),
+        state.clone(),
+        stopping.clone(),
+    ));
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let health_state = state.clone();
+    let health_watch =
+        server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), move || {
+            health_state.stopped().is_none()
+        });
+    let (reflection_v1, reflection_v1alpha) = server::reflection();
+    let api = QueryServiceServer::new(grpc::QueryApi::new(pool.clone(), store, state, stopping));
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api);
+    tracing::info!(addr = %listener.local_addr()?, "query-service listening");
+    let signal = async move {
+        shutdown.await;
+        // Watch streams end first, so the drain does not wait for them.
+        let _ = stop.send(true);
+    };
+    let result = server::serve(router, listener, reporter, SERVICE_NAME, signal).await;
+    drop(health_watch);
+    let _ = tokio::time::timeout(Duration::from_secs(5), &mut projector.0).await;
+    pool.close().await;
+    result?;
+    tracing::info!("query-service stopped");
+    Ok(())
+}
+
+/// Runs a rebuild to completion, printing progress to stdout.
+pub async fn run_rebuild(config: Config) -> anyhow::Result<()> {
+    let pool = service_runtime::database::connect(&config.database_url, 4).await?;
+    let store = PostgresEventStore::new(pool.clone());
+    let (done, position) =
+        rebuild::rebuild(&pool, &store, |p| println!("{}", p.describe())).await?;
+    println!(
+        "rebuild finished: {} events in {:.2}s ({:.0} events/s); live projection continues after {}",
+        done.done,
+        done.elapsed_secs,
+        done.rate(),
+        position
+    );
+    pool.close().await;
+    Ok(())
+}

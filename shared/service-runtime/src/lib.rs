@@ -7,6 +7,7 @@ pub mod database;
 pub mod edge;
 pub mod server;
 pub mod shutdown;
+pub mod task;
 pub mod telemetry;
 
 pub use clock::{Clock, FixedClock, SystemClock};

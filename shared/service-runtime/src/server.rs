@@ -46,14 +46,15 @@ pub async fn set_health(reporter: &HealthReporter, service: &str, serving: bool)
 }
 
 /// Keeps `service`'s health in step with the database and `healthy` (an extra check, for
-/// example "no projection has stopped"), checking every 500 ms until the task is aborted.
+/// example "no projection has stopped"), checking every 500 ms until the returned guard is
+/// dropped.
 pub fn watch_health(
     reporter: HealthReporter,
     service: &'static str,
     pool: PgPool,
     healthy: impl Fn() -> bool + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> crate::task::AbortOnDrop<()> {
+    crate::task::AbortOnDrop::spawn(async move {
         let mut last = None;
         loop {
             let serving = crate::database::is_reachable(&pool).await && healthy();

@@ -1,0 +1,618 @@
+//! Every SQL statement of query-service: loading and upserting read-model rows (for the
+//! live tables or a rebuild's shadow tables), checkpoints, and the queries the API serves.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use event_store::Position;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row, postgres::PgRow};
+use uuid::Uuid;
+
+use crate::model::{CustomerView, LineView, OrderView, ProductView};
+
+/// A set of read-model tables: the live ones, or a rebuild's shadow copies. Names are fixed
+/// strings from this file, never input, which is what makes the formatted SQL safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tables {
+    /// Orders.
+    pub orders: &'static str,
+    /// Products.
+    pub products: &'static str,
+    /// Customer summaries.
+    pub customers: &'static str,
+}
+
+/// The tables queries read.
+pub const LIVE: Tables = Tables {
+    orders: "read_orders",
+    products: "read_products",
+    customers: "read_customers",
+};
+
+/// Where a rebuild writes until it swaps.
+pub const SHADOW: Tables = Tables {
+    orders: "rebuild_orders",
+    products: "rebuild_products",
+    customers: "rebuild_customers",
+};
+
+const ORDER_COLUMNS: &str = "order_id, customer_id, status, currency, lines, total_minor, payment_method, \
+     stock_status, payment_status, cancellation_reason, created_at, updated_at, version";
+const PRODUCT_COLUMNS: &str =
+    "sku, name, price_minor, currency, on_hand, reserved, version, updated_at";
+const CUSTOMER_COLUMNS: &str =
+    "customer_id, order_count, confirmed_count, spent, last_order_id, last_order_at";
+
+fn order_from_row(row: &PgRow) -> Result<OrderView, sqlx::Error> {
+    let lines: sqlx::types::Json<Vec<LineView>> = row.try_get("lines")?;
+    Ok(OrderView {
+        order_id: row.try_get("order_id")?,
+        customer_id: row.try_get("customer_id")?,
+        status: row.try_get("status")?,
+        currency: row.try_get("currency")?,
+        lines: lines.0,
+        total_minor: row.try_get("total_minor")?,
+        payment_method: row.try_get("payment_method")?,
+        stock_status: row.try_get("stock_status")?,
+        payment_status: row.try_get("payment_status")?,
+        cancellation_reason: row.try_get("cancellation_reason")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
+    })
+}
+
+fn product_from_row(row: &PgRow) -> Result<ProductView, sqlx::Error> {
+    Ok(ProductView {
+        sku: row.try_get("sku")?,
+        name: row.try_get("name")?,
+        price_minor: row.try_get("price_minor")?,
+        currency: row.try_get("currency")?,
+        on_hand: row.try_get("on_hand")?,
+        reserved: row.try_get("reserved")?,
+        version: row.try_get("version")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn customer_from_row(row: &PgRow) -> Result<CustomerView, sqlx::Error> {
+    let spent: sqlx::types::Json<BTreeMap<String, i64>> = row.try_get("spent")?;
+    Ok(CustomerView {
+        customer_id: row.try_get("customer_id")?,
+        order_count: row.try_get("order_count")?,
+        confirmed_count: row.try_get("confirmed_count")?,
+        spent: spent.0,
+        last_order_id: row.try_get("last_order_id")?,
+        last_order_at: row.try_get("last_order_at")?,
+    })
+}
+
+/// Loads the orders with these ids.
+pub async fn load_orders(
+    conn: &mut PgConnection,
+    t: Tables,
+    ids: &[Uuid],
+) -> Result<Vec<OrderView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM {} WHERE order_id = ANY($1)",
+        t.orders
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(order_from_row)
+        .collect()
+}
+
+/// Loads the products with these SKUs.
+pub async fn load_products(
+    conn: &mut PgConnection,
+    t: Tables,
+    skus: &[String],
+) -> Result<Vec<ProductView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {PRODUCT_COLUMNS} FROM {} WHERE sku = ANY($1)",
+        t.products
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(skus)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(product_from_row)
+        .collect()
+}
+
+/// Loads the customers with these ids.
+pub async fn load_customers(
+    conn: &mut PgConnection,
+    t: Tables,
+    ids: &[Uuid],
+) -> Result<Vec<CustomerView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {CUSTOMER_COLUMNS} FROM {} WHERE customer_id = ANY($1)",
+        t.customers
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(customer_from_row)
+        .collect()
+}
+
+/// Inserts or replaces orders, all in one statement.
+pub async fn upsert_orders(
+    conn: &mut PgConnection,
+    t: Tables,
+    orders: &[&OrderView],
+) -> Result<(), sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO {} ({ORDER_COLUMNS}) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::bigint[], \
+                              $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[], \
+                              $12::timestamptz[], $13::bigint[]) \
+         ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, status = excluded.status, \
+           currency = excluded.currency, lines = excluded.lines, total_minor = excluded.total_minor, \
+           payment_method = excluded.payment_method, stock_status = excluded.stock_status, \
+           payment_status = excluded.payment_status, cancellation_reason = excluded.cancellation_reason, \
+           created_at = excluded.created_at, updated_at = excluded.updated_at, version = excluded.version",
+        t.orders
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(orders.iter().map(|o| o.order_id).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.customer_id).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|o| sqlx::types::Json(&o.lines))
+                .collect::<Vec<_>>(),
+        )
+        .bind(orders.iter().map(|o| o.total_minor).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.payment_method.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.stock_status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.payment_status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.cancellation_reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(orders.iter().map(|o| o.created_at).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.updated_at).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.version).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts or replaces products, all in one statement.
+pub async fn upsert_products(
+    conn: &mut PgConnection,
+    t: Tables,
+    products: &[&ProductView],
+) -> Result<(), sqlx::Error> {
+    if products.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO {} ({PRODUCT_COLUMNS}) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], \
+                              $7::bigint[], $8::timestamptz[]) \
+         ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price_minor = excluded.price_minor, \
+           currency = excluded.currency, on_hand = excluded.on_hand, reserved = excluded.reserved, \
+           version = excluded.version, updated_at = excluded.updated_at",
+        t.products
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(products.iter().map(|p| p.sku.as_str()).collect::<Vec<_>>())
+        .bind(products.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
+        .bind(products.iter().map(|p| p.price_minor).collect::<Vec<_>>())
+        .bind(
+            products
+                .iter()
+                .map(|p| p.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(products.iter().map(|p| p.on_hand).collect::<Vec<_>>())
+        .bind(products.iter().map(|p| p.reserved).collect::<Vec<_>>())
+        .bind(products.iter().map(|p| p.version).collect::<Vec<_>>())
+        .bind(products.iter().map(|p| p.updated_at).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts or replaces customer summaries, all in one statement.
+pub async fn upsert_customers(
+    conn: &mut PgConnection,
+    t: Tables,
+    customers: &[&CustomerView],
+) -> Result<(), sqlx::Error> {
+    if customers.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO {} ({CUSTOMER_COLUMNS}) \
+         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[], $5::uuid[], $6::timestamptz[]) \
+         ON CONFLICT (customer_id) DO UPDATE SET order_count = excluded.order_count, \
+           confirmed_count = excluded.confirmed_count, spent = excluded.spent, \
+           last_order_id = excluded.last_order_id, last_order_at = excluded.last_order_at",
+        t.customers
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(customers.iter().map(|c| c.customer_id).collect::<Vec<_>>())
+        .bind(customers.iter().map(|c| c.order_count).collect::<Vec<_>>())
+        .bind(
+            customers
+                .iter()
+                .map(|c| c.confirmed_count)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            customers
+                .iter()
+                .map(|c| sqlx::types::Json(&c.spent))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            customers
+                .iter()
+                .map(|c| c.last_order_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            customers
+                .iter()
+                .map(|c| c.last_order_at)
+                .collect::<Vec<_>>(),
+        )
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A projection's stored progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The projection's name.
+    pub projection: String,
+    /// The last event applied.
+    pub position: Position,
+    /// Events applied so far.
+    pub events_applied: i64,
+    /// Events of unknown types skipped so far.
+    pub unknown_skipped: i64,
+    /// running, rebuilding or stopped.
+    pub state: String,
+    /// Why it stopped, if it did.
+    pub last_error: Option<String>,
+}
+
+fn checkpoint_from_row(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
+    let tx: i64 = row.try_get("transaction_id")?;
+    let pos: i64 = row.try_get("global_position")?;
+    Ok(Checkpoint {
+        projection: row.try_get("projection")?,
+        position: Position::new(tx as u64, pos as u64),
+        events_applied: row.try_get("events_applied")?,
+        unknown_skipped: row.try_get("unknown_skipped")?,
+        state: row.try_get("state")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+const CHECKPOINT_COLUMNS: &str = "projection, transaction_id, global_position, events_applied, unknown_skipped, state, last_error";
+
+/// A projection's checkpoint, created at the start of the log if missing.
+pub async fn checkpoint(
+    conn: &mut PgConnection,
+    projection: &str,
+    state: &str,
+) -> Result<Checkpoint, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, transaction_id, global_position, state) \
+         VALUES ($1, 0, 0, $2) ON CONFLICT (projection) DO NOTHING",
+    )
+    .bind(projection)
+    .bind(state)
+    .execute(&mut *conn)
+    .await?;
+    let sql =
+        format!("SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints WHERE projection = $1");
+    checkpoint_from_row(
+        &sqlx::query(AssertSqlSafe(sql))
+            .bind(projection)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Every projection's checkpoint.
+pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> {
+    let sql =
+        format!("SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints ORDER BY projection");
+    sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(checkpoint_from_row)
+        .collect()
+}
+
+/// The position a projection has reached, as stored.
+pub async fn stored_position(
+    pool: &PgPool,
+    projection: &str,
+) -> Result<Option<Position>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id, global_position FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(tx, pos)| Position::new(tx as u64, pos as u64)))
+}
+
+/// Moves a checkpoint from `from` to `to`, in the caller's transaction. Returns false if the
+/// checkpoint is no longer at `from` (another instance or a rebuild moved it): the caller
+/// must roll back.
+pub async fn advance(
+    conn: &mut PgConnection,
+    projection: &str,
+    from: Position,
+    to: Position,
+    applied: i64,
+    skipped: i64,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE projection_checkpoints SET transaction_id = $4, global_position = $5, \
+           events_applied = events_applied + $6, unknown_skipped = unknown_skipped + $7, updated_at = now() \
+         WHERE projection = $1 AND transaction_id = $2 AND global_position = $3",
+    )
+    .bind(projection)
+    .bind(from.transaction_id as i64)
+    .bind(from.global_position as i64)
+    .bind(to.transaction_id as i64)
+    .bind(to.global_position as i64)
+    .bind(applied)
+    .bind(skipped)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Records a projection's state (and error), outside any batch.
+pub async fn set_state(
+    pool: &PgPool,
+    projection: &str,
+    state: &str,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE projection_checkpoints SET state = $2, last_error = $3, updated_at = now() WHERE projection = $1")
+        .bind(projection)
+        .bind(state)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Takes the projection's leadership lock on this session, if free.
+pub async fn try_lead(conn: &mut PgConnection, projection: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('projection:' || $1))")
+        .bind(projection)
+        .fetch_one(conn)
+        .await
+}
+
+/// The events after `after` that the log can hand out now, and the time the oldest of them
+/// happened.
+pub async fn lag(
+    pool: &PgPool,
+    after: Position,
+) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), min(occurred_at) FROM events \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position as i64)
+    .fetch_one(pool)
+    .await
+}
+
+/// One order.
+pub async fn get_order(pool: &PgPool, id: Uuid) -> Result<Option<OrderView>, sqlx::Error> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM read_orders WHERE order_id = $1");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(order_from_row)
+        .transpose()
+}
+
+/// Where a page of orders starts: after this (created_at, order_id), newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderCursor {
+    /// The last order's creation time.
+    pub created_at: DateTime<Utc>,
+    /// The last order's id.
+    pub order_id: Uuid,
+}
+
+/// A page of orders, newest first, filtered by customer and status when given.
+pub async fn list_orders(
+    pool: &PgPool,
+    customer: Option<Uuid>,
+    status: Option<&str>,
+    after: Option<OrderCursor>,
+    limit: i64,
+) -> Result<Vec<OrderView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM read_orders \
+         WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2) \
+           AND ($3::timestamptz IS NULL OR (created_at, order_id) < ($3, $4)) \
+         ORDER BY created_at DESC, order_id DESC LIMIT $5"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(customer)
+        .bind(status)
+        .bind(after.map(|c| c.created_at))
+        .bind(after.map(|c| c.order_id))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(order_from_row)
+        .collect()
+}
+
+/// One product.
+pub async fn get_product(pool: &PgPool, sku: &str) -> Result<Option<ProductView>, sqlx::Error> {
+    let sql = format!("SELECT {PRODUCT_COLUMNS} FROM read_products WHERE sku = $1");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(sku)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(product_from_row)
+        .transpose()
+}
+
+/// A page of products in SKU order, after `after` when given.
+pub async fn list_products(
+    pool: &PgPool,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ProductView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {PRODUCT_COLUMNS} FROM read_products WHERE ($1::text IS NULL OR sku > $1) ORDER BY sku LIMIT $2"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(product_from_row)
+        .collect()
+}
+
+/// One customer's summary.
+pub async fn get_customer(pool: &PgPool, id: Uuid) -> Result<Option<CustomerView>, sqlx::Error> {
+    let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM read_customers WHERE customer_id = $1");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(customer_from_row)
+        .transpose()
+}
+
+/// Creates empty shadow tables shaped like the live ones, dropping any left by an
+/// interrupted rebuild.
+pub async fn create_shadow(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    for (shadow, live) in [
+        (SHADOW.orders, LIVE.orders),
+        (SHADOW.products, LIVE.products),
+        (SHADOW.customers, LIVE.customers),
+    ] {
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {shadow}")))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE {shadow} (LIKE {live} INCLUDING ALL)"
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// In the caller's transaction: blocks every writer and reader of the live tables until
+/// commit.
+pub async fn lock_live(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "LOCK TABLE {}, {}, {} IN ACCESS EXCLUSIVE MODE",
+        LIVE.orders, LIVE.products, LIVE.customers
+    );
+    sqlx::query(AssertSqlSafe(sql)).execute(conn).await?;
+    Ok(())
+}
+
+/// In the caller's transaction: puts the shadow tables in place of the live ones and drops
+/// the old ones.
+pub async fn swap_shadow(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    for (shadow, live) in [
+        (SHADOW.orders, LIVE.orders),
+        (SHADOW.products, LIVE.products),
+        (SHADOW.customers, LIVE.customers),
+    ] {
+        let retired = format!("retired_{live}");
+        for sql in [
+            format!("ALTER TABLE {live} RENAME TO {retired}"),
+            format!("ALTER TABLE {shadow} RENAME TO {live}"),
+            format!("DROP TABLE {retired}"),
+        ] {
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// In the caller's transaction: gives `to` the checkpoint and counters of `from`, and
+/// removes `from`.
+pub async fn hand_over_checkpoint(
+    conn: &mut PgConnection,
+    from: &str,
+    to: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection_checkpoints AS live SET transaction_id = s.transaction_id, \
+           global_position = s.global_position, events_applied = s.events_applied, \
+           unknown_skipped = s.unknown_skipped, state = 'running', last_error = NULL, updated_at = now() \
+         FROM projection_checkpoints AS s WHERE live.projection = $2 AND s.projection = $1",
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
+        .bind(from)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! Applying batches of events to the read-model tables, with the checkpoint in the same
+//! transaction, and the projector that follows the log.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use domain_events::{DecodeError, StoredEvent};
+use event_store::{Position, PostgresEventStore, RecordedEvent, Subscription};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{
+    db::{self, Tables},
+    model::{EventInfo, ReadModel, touched},
+};
+
+/// The live projection's name in `projection_checkpoints`.
+pub const READ_MODELS: &str = "read_models";
+
+/// How many events one projector transaction applies at most.
+pub const BATCH_SIZE: usize = 1000;
+
+/// Why a batch was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// A stored event does not decode: the projection must stop rather than guess.
+    #[error("event {event_id} ({event_type}) at {position} cannot be projected: {reason}")]
+    Poison {
+        /// The event.
+        event_id: Uuid,
+        /// Its type.
+        event_type: String,
+        /// Its position.
+        position: Position,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The checkpoint moved under us: another instance or a rebuild applied events.
+    #[error("the checkpoint moved; another writer owns this projection")]
+    CheckpointMoved,
+    /// The database failed; retry later.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The new checkpoint.
+    pub position: Position,
+    /// Events folded in.
+    pub applied: i64,
+    /// Events of unknown types skipped.
+    pub skipped: i64,
+}
+
+/// Applies `batch` (which follows `from` in the log) to `tables` and moves the checkpoint
+/// of `projection` from `from` to the batch's last position, in one transaction.
+pub async fn apply_batch(
+    conn: &mut PgConnection,
+    tables: Tables,
+    projection: &str,
+    from: Position,
+    batch: &[RecordedEvent],
+) -> Result<Applied, BatchError> {
+    let Some(last) = batch.last() else {
+        return Ok(Applied {
+            position: from,
+            applied: 0,
+            skipped: 0,
+        });
+    };
+    let mut events = Vec::with_capacity(batch.len());
+    let mut skipped = 0;
+    for recorded in batch {
+        match StoredEvent::decode(&recorded.event_type, &recorded.payload) {
+            Ok(event) => events.push((event, recorded)),
+            Err(DecodeError::UnknownEventType(event_type)) => {
+                tracing::warn!(%event_type, event_id = %recorded.event_id, "skipping an event of an unknown type");
+                skipped += 1;
+            }
+            Err(err) => {
+                return Err(BatchError::Poison {
+                    event_id: recorded.event_id.as_uuid(),
+                    event_type: recorded.event_type.clone(),
+                    position: recorded.position,
+                    reason: err.to_string(),
+                });
+            }
+        }
+    }
+
+    let mut order_ids = HashSet::new();
+    let mut skus = HashSet::new();
+    let mut customer_ids = HashSet::new();
+    for (event, _) in &events {
+        let (order, sku, customer) = touched(event);
+        order_ids.extend(order);
+        skus.extend(sku);
+        customer_ids.extend(customer);
+    }
+    let order_ids: Vec<Uuid> = order_ids.into_iter().collect();
+    let skus: Vec<String> = skus.into_iter().collect();
+
+    let mut tx = conn.begin().await?;
+    let mut model = ReadModel::default();
+    for order in db::load_orders(&mut tx, tables, &order_ids).await? {
+        customer_ids.insert(order.customer_id);
+        model.orders.insert(order.order_id, order);
+    }
+    for product in db::load_products(&mut tx, tables, &skus).await? {
+        model.products.insert(product.sku.clone(), product);
+    }
+    let customer_ids: Vec<Uuid> = customer_ids.into_iter().collect();
+    for customer in db::load_customers(&mut tx, tables, &customer_ids).await? {
+        model.customers.insert(customer.customer_id, customer);
+    }
+    let before = model.clone();
+    for (event, recorded) in &events {
+        model.apply(
+            event,
+            EventInfo {
+                aggregate_id: recorded.aggregate_id.as_uuid(),
+                version: recorded.version.get() as i64,
+                occurred_at: recorded.timestamp,
+            },
+        );
+    }
+    let orders = changed(&before.orders, &model.orders);
+    let products = changed(&before.products, &model.products);
+    let customers = changed(&before.customers, &model.customers);
+    db::upsert_orders(&mut tx, tables, &orders).await?;
+    db::upsert_products(&mut tx, tables, &products).await?;
+    db::upsert_customers(&mut tx, tables, &customers).await?;
+    let applied = events.len() as i64;
+    if !db::advance(&mut tx, projection, from, last.position, applied, skipped).await? {
+        tx.rollback().await?;
+        return Err(BatchError::CheckpointMoved);
+    }
+    tx.commit().await?;
+    Ok(Applied {
+        position: last.position,
+        applied,
+        skipped,
+    })
+}
+
+/// The rows of `after` that differ from `before`.
+fn changed<'a, K: std::hash::Hash + Eq, V: PartialEq>(
+    before: &HashMap<K, V>,
+    after: &'a HashMap<K, V>,
+) -> Vec<&'a V> {
+    after
+        .iter()
+        .filter(|(k, v)| before.get(k) != Some(v))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// What the rest of the service can see of the projection: how far it is, and whether it
+/// is healthy. Shared between the projector task and the API.
+#[derive(Debug)]
+pub struct ProjectionState {
+    checkpoint: watch::Sender<Position>,
+    leader: AtomicBool,
+    stopped: Mutex<Option<String>>,
+    watchers: AtomicUsize,
+}
+
+impl Default for ProjectionState {
+    fn default() -> Self {
+        Self {
+            checkpoint: watch::channel(Position::START).0,
+            leader: AtomicBool::new(false),
+            stopped: Mutex::new(None),
+            watchers: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl ProjectionState {
+    /// Follows the checkpoint as it moves.
+    pub fn subscribe(&self) -> watch::Receiver<Position> {
+        self.checkpoint.subscribe()
+    }
+
+    /// The checkpoint this instance knows of.
+    pub fn checkpoint(&self) -> Position {
+        *self.checkpoint.borrow()
+    }
+
+    fn advance_to(&self, position: Position) {
+        self.checkpoint.send_if_modified(|current| {
+            let moved = *current != position;
+            *current = position;
+            moved
+        });
+    }
+
+    /// True while this instance holds the projection's leadership lock.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Why the projection stopped, if it did.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn stop(&self, reason: String) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    /// How many `WatchOrder` streams are open.
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
+    }
+
+    /// Counts an open watcher until the guard drops.
+    pub fn watcher(self: &Arc<Self>) -> WatcherGuard {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        WatcherGuard(self.clone())
+    }
+}
+
+/// Decrements the watcher count on drop.
+pub struct WatcherGuard(Arc<ProjectionState>);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Follows the log into the live read models until `shutdown` fires.
+///
+/// Only the instance holding the projection's advisory lock applies events; the lock lives
+/// on the projector's own connection, so it is released the moment that connection or
+/// process dies, and a standby takes over within a second. Standbys follow the stored
+/// checkpoint so their read-your-writes waits still resolve.
+pub async fn run_projector(
+    pool: PgPool,
+    store: PostgresEventStore,
+    state: Arc<ProjectionState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let options = (*pool.connect_options()).clone();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let mut conn = match PgConnection::connect_with(&options).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!(error = %err, "projector cannot connect; retrying");
+                if sleep_or_shutdown(&mut shutdown, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        match db::try_lead(&mut conn, READ_MODELS).await {
+            Ok(true) => {
+                state.leader.store(true, Ordering::Relaxed);
+                tracing::info!("this instance now applies the read-model projection");
+                let outcome = lead(&mut conn, &pool, &store, &state, &mut shutdown).await;
+                state.leader.store(false, Ordering::Relaxed);
+                drop(conn);
+                match outcome {
+                    Lead::Shutdown => return,
+                    Lead::Stopped => {
+                        // Wait for shutdown; a restart retries the failing batch.
+                        let _ = shutdown.wait_for(|s| *s).await;
+                        return;
+                    }
+                    Lead::Retry => {
+                        if sleep_or_shutdown(&mut shutdown, Duration::from_millis(500)).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            Ok(false) => {
+                drop(conn);
+                // Standby: keep the known checkpoint fresh for read-your-writes.
+                if let Ok(Some(position)) = db::stored_position(&pool, READ_MODELS).await {
+                    state.advance_to(position);
+                }
+                if sleep_or_shutdown(&mut shutdown, Duration::from_millis(50)).await {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "projector cannot take its lock; retrying");
+                if sleep_or_shutdown(&mut shutdown, Duration::from_secs(1)).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Lead {
+    Shutdown,
+    Stopped,
+    Retry,
+}
+
+async fn lead(
+    conn: &mut PgConnection,
+    pool: &PgPool,
+    store: &PostgresEventStore,
+    state: &ProjectionState,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Lead {
+    let mut checkpoint = match db::checkpoint(conn, READ_MODELS, "running").await {
+        Ok(c) => {
+            if c.state != "running" {
+                // A new leader retries whatever stopped the last one.
+                let _ = db::set_state(pool, READ_MODELS, "running", None).await;
+            }
+            c.position
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the projection checkpoint");
+            return Lead::Retry;
+        }
+    };
+    state.advance_to(checkpoint);
+    let mut subscription = match Subscription::start(store.clone(), checkpoint).await {
+        Ok(s) => s
+            .with_batch_size(BATCH_SIZE)
+            .with_poll_interval(Duration::from_millis(200)),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot subscribe to the log");
+            return Lead::Retry;
+        }
+    };
+    loop {
+        let batch = tokio::select! {
+            batch = subscription.next_batch() => batch,
+            _ = shutdown.wait_for(|s| *s) => return Lead::Shutdown,
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the log");
+                return Lead::Retry;
+            }
+        };
+        match apply_batch(conn, db::LIVE, READ_MODELS, checkpoint, &batch).await {
+            Ok(applied) => {
+                checkpoint = applied.position;
+                state.advance_to(checkpoint);
+            }
+            Err(BatchError::CheckpointMoved) => {
+                // A rebuild swapped tables in, or another instance wrote: start again from
+                // the stored checkpoint.
+                tracing::info!("the checkpoint moved; reloading it");
+                return Lead::Retry;
+            }
+            Err(err @ BatchError::Poison { .. }) => {
+                let reason = err.to_string();
+                tracing::error!(%reason, "the read-model projection stopped");
+                state.stop(reason.clone());
+                if let Err(err) = db::set_state(pool, READ_MODELS, "stopped", Some(&reason)).await {
+                    tracing::warn!(error = %err, "cannot record that the projection stopped");
+                }
+                return Lead::Stopped;
+            }
+            Err(BatchError::Database(err)) => {
+                tracing::warn!(error = %err, "cannot apply a batch; reconnecting");
+                return Lead::Retry;
+            }
+        }
+    }
+}
+
+/// Sleeps, or returns true early if shutdown fires.
+async fn sleep_or_shutdown(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = shutdown.wait_for(|s| *s) => true,
+    };
+    stopped || *shutdown.borrow()
+}

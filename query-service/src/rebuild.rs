@@ -1,0 +1,141 @@
+//! Rebuilding the read models without downtime: replay the whole log into shadow tables
+//! while queries keep using the live ones, then swap them in atomically.
+//!
+//! 1. Fresh shadow tables shaped like the live ones, and a `read_models_rebuild` checkpoint
+//!    at the start of the log (its state, `rebuilding`, shows in `GetProjectionStatus`).
+//! 2. Replay in batches until the shadow has caught up with the log.
+//! 3. One transaction: lock the live tables (the live projector and readers wait), apply
+//!    what arrived since, swap the tables, hand the shadow checkpoint to the live
+//!    projection. The live projector's next batch finds its checkpoint moved, reloads it and
+//!    goes on from where the rebuild ended.
+
+use std::time::Instant;
+
+use event_store::{EventStore, Position, PostgresEventStore};
+use sqlx::{Connection, PgPool};
+
+use crate::{
+    db,
+    projection::{BatchError, READ_MODELS, apply_batch},
+};
+
+/// The rebuild's checkpoint name.
+pub const REBUILD: &str = "read_models_rebuild";
+
+/// Events per rebuild transaction.
+const REBUILD_BATCH: usize = 5000;
+
+/// How far a rebuild has come.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Events replayed so far.
+    pub done: u64,
+    /// Events in the log when the rebuild started (it may grow meanwhile).
+    pub total: u64,
+    /// Seconds since the rebuild started.
+    pub elapsed_secs: f64,
+}
+
+impl Progress {
+    /// Events per second so far.
+    pub fn rate(&self) -> f64 {
+        if self.elapsed_secs > 0.0 {
+            self.done as f64 / self.elapsed_secs
+        } else {
+            0.0
+        }
+    }
+
+    /// A line a person can follow.
+    pub fn describe(&self) -> String {
+        let percent = if self.total > 0 {
+            (self.done as f64 * 100.0 / self.total as f64).min(100.0)
+        } else {
+            100.0
+        };
+        let eta = if self.rate() > 0.0 {
+            (self.total.saturating_sub(self.done)) as f64 / self.rate()
+        } else {
+            0.0
+        };
+        format!(
+            "rebuild: {}/{} events ({percent:.0}%), {:.0} events/s, ETA {eta:.1}s",
+            self.done,
+            self.total,
+            self.rate()
+        )
+    }
+}
+
+/// Rebuilds the read models from the whole log and swaps them in. Returns the final
+/// progress and the position the live projection continues from.
+pub async fn rebuild(
+    pool: &PgPool,
+    store: &PostgresEventStore,
+    mut report: impl FnMut(Progress),
+) -> anyhow::Result<(Progress, Position)> {
+    let started = Instant::now();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
+    let mut conn = pool.acquire().await?;
+    db::create_shadow(&mut conn).await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
+        .bind(REBUILD)
+        .execute(&mut *conn)
+        .await?;
+    db::checkpoint(&mut conn, REBUILD, "rebuilding").await?;
+
+    let mut position = Position::START;
+    let mut done = 0u64;
+    let progress = |done| Progress {
+        done,
+        total: total as u64,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    };
+    let mut last_report = Instant::now();
+    loop {
+        let batch = store.read_all(position, REBUILD_BATCH).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let applied = apply(&mut conn, position, &batch).await?;
+        position = applied;
+        done += batch.len() as u64;
+        if last_report.elapsed().as_millis() >= 500 {
+            report(progress(done));
+            last_report = Instant::now();
+        }
+    }
+
+    // The swap: everything that arrived since the last batch, then the tables, atomically.
+    let mut tx = conn.begin().await?;
+    db::lock_live(&mut tx).await?;
+    loop {
+        let batch = store.read_all(position, REBUILD_BATCH).await?;
+        if batch.is_empty() {
+            break;
+        }
+        position = apply(&mut tx, position, &batch).await?;
+        done += batch.len() as u64;
+    }
+    db::checkpoint(&mut tx, READ_MODELS, "running").await?;
+    db::swap_shadow(&mut tx).await?;
+    db::hand_over_checkpoint(&mut tx, REBUILD, READ_MODELS).await?;
+    tx.commit().await?;
+    let finished = progress(done);
+    report(finished);
+    Ok((finished, position))
+}
+
+async fn apply(
+    conn: &mut sqlx::PgConnection,
+    from: Position,
+    batch: &[event_store::RecordedEvent],
+) -> anyhow::Result<Position> {
+    match apply_batch(conn, db::SHADOW, REBUILD, from, batch).await {
+        Ok(applied) => Ok(applied.position),
+        Err(BatchError::CheckpointMoved) => anyhow::bail!("another rebuild is running"),
+        Err(err) => Err(err.into()),
+    }
+}

@@ -1,0 +1,9 @@
+//! query-service called the way users call it, with command-service writing the events:
+//! both started on port 0 against one fresh, migrated database per test.
+
+mod consistency;
+mod errors;
+mod helpers;
+mod rebuild;
+mod resilience;
+mod watch;

@@ -1,0 +1,75 @@
+//! A rebuild while commands keep arriving gives the read model a live projection gives.
+
+use contracts::orders::v1 as pb;
+use event_store::PostgresEventStore;
+use sqlx::PgPool;
+
+use crate::helpers::*;
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_rebuild_under_load_matches_the_live_read_model(pool: PgPool) {
+    let mut sys = start(&pool).await;
+    create_product(&mut sys.commands, "SKU-1", 1000).await;
+    let customer = id();
+    for _ in 0..30 {
+        let (order_id, _) =
+            create_order(&mut sys.commands, &customer, vec![line("SKU-1", 1, 100)]).await;
+        sys.commands
+            .place_order(pb::PlaceOrderRequest {
+                command_id: id(),
+                order_id,
+                payment_method: "card".into(),
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+    }
+    caught_up(&mut sys.queries).await;
+
+    // Writers keep going while the rebuild runs.
+    let writer = {
+        let mut c = sys.commands.clone();
+        let customer = customer.clone();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let (order_id, _) =
+                    create_order(&mut c, &customer, vec![line("SKU-1", 2, 100)]).await;
+                c.reserve_stock(pb::ReserveStockRequest {
+                    command_id: id(),
+                    order_id,
+                    items: vec![pb::StockItem {
+                        sku: "SKU-1".into(),
+                        quantity: 2,
+                    }],
+                })
+                .await
+                .unwrap();
+            }
+        })
+    };
+    let store = PostgresEventStore::new(pool.clone());
+    let mut reports = 0;
+    let (progress, _) = query_service::rebuild::rebuild(&pool, &store, |_| reports += 1)
+        .await
+        .unwrap();
+    assert!(progress.done >= 61, "replayed {} events", progress.done);
+    assert!(reports >= 1, "progress is reported");
+    // Queries still work after the swap.
+    writer.await.unwrap();
+    let product = sys
+        .queries
+        .get_product(pb::GetProductRequest {
+            sku: "SKU-1".into(),
+            consistency_token: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(product.into_inner().product.unwrap().sku, "SKU-1");
+    caught_up(&mut sys.queries).await;
+    assert_same_model(&stored_model(&pool).await, &folded_model(&pool).await);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'rebuild_%' OR tablename LIKE 'retired_%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "no shadow tables are left behind");
+}
