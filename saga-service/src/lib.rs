@@ -1,1 +1,171 @@
+//! saga-service: the order fulfilment saga.
+//!
+//! The [`follower`] reads the event log and starts a [`saga`] for every placed order;
+//! [`worker`]s drive due sagas step by step, sending commands to command-service over gRPC
+//! ([`steps`]) and compensating on refusal, deadline or cancellation. Saga state lives in
+//! PostgreSQL ([`db`]); operators see and steer it through the admin API ([`grpc`]).
 
+pub mod db;
+pub mod follower;
+pub mod grpc;
+pub mod saga;
+pub mod steps;
+pub mod worker;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use contracts::orders::v1::{
+    command_service_client::CommandServiceClient, saga_service_server::SagaServiceServer,
+};
+use event_store::PostgresEventStore;
+use service_runtime::{Clock, SystemClock, server, task::AbortOnDrop, telemetry::LogFormat};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, watch},
+};
+use tonic::transport::Endpoint;
+
+/// The fully-qualified gRPC service name, as health checks know it.
+pub const SERVICE_NAME: &str = "orders.v1.SagaService";
+
+/// Configuration, from flags or environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "saga-service",
+    version,
+    about = "The order fulfilment saga and its admin API (gRPC)."
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SAGA_SERVICE_ADDR", default_value = "127.0.0.1:50053")]
+    pub listen: SocketAddr,
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Where command-service listens.
+    #[arg(
+        long,
+        env = "COMMAND_SERVICE_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub command_service_url: String,
+    /// Most database connections to hold.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// Sagas driven at once by this instance.
+    #[arg(long, env = "SAGA_WORKERS", default_value_t = 8)]
+    pub workers: usize,
+    /// How long a claimed saga stays with this instance without progress (ms); a crashed
+    /// instance's sagas are taken over after this.
+    #[arg(long, env = "SAGA_LEASE_MS", default_value_t = 10_000)]
+    pub lease_ms: u64,
+    /// Deadline of the reserve-stock step, retries included (ms).
+    #[arg(long, env = "SAGA_RESERVE_DEADLINE_MS", default_value_t = 10_000)]
+    pub reserve_deadline_ms: u64,
+    /// Deadline of the authorise-payment step (ms).
+    #[arg(long, env = "SAGA_AUTHORIZE_DEADLINE_MS", default_value_t = 10_000)]
+    pub authorize_deadline_ms: u64,
+    /// Deadline of the confirm-order step (ms).
+    #[arg(long, env = "SAGA_CONFIRM_DEADLINE_MS", default_value_t = 10_000)]
+    pub confirm_deadline_ms: u64,
+    /// First retry delay (ms); doubles per attempt.
+    #[arg(long, env = "SAGA_BACKOFF_BASE_MS", default_value_t = 50)]
+    pub backoff_base_ms: u64,
+    /// Longest retry delay (ms).
+    #[arg(long, env = "SAGA_BACKOFF_MAX_MS", default_value_t = 5_000)]
+    pub backoff_max_ms: u64,
+    /// Attempts at a compensation step before the saga is parked as needs_attention.
+    #[arg(long, env = "SAGA_MAX_COMPENSATION_ATTEMPTS", default_value_t = 10)]
+    pub max_compensation_attempts: u32,
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The saga's timing rules.
+    pub fn policy(&self) -> saga::Policy {
+        saga::Policy {
+            reserve_deadline: Duration::from_millis(self.reserve_deadline_ms),
+            authorize_deadline: Duration::from_millis(self.authorize_deadline_ms),
+            confirm_deadline: Duration::from_millis(self.confirm_deadline_ms),
+            backoff_base: Duration::from_millis(self.backoff_base_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            max_compensation_attempts: self.max_compensation_attempts.max(1),
+        }
+    }
+}
+
+/// Serves the admin API and drives sagas until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_with_clock(config, listener, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`run`] with a clock of the caller's choosing.
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let pool = service_runtime::database::connect(&config.database_url, config.pool_size).await?;
+    let store = PostgresEventStore::new(pool.clone());
+    let policy = config.policy();
+    // Lazy: the saga retries while command-service is away instead of refusing to start.
+    let channel = Endpoint::from_shared(config.command_service_url.clone())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let client = CommandServiceClient::new(channel);
+    let work = Arc::new(Notify::new());
+    let (stop, stopping) = watch::channel(false);
+
+    let mut tasks = vec![AbortOnDrop::spawn(follower::run(
+        pool.clone(),
+        store,
+        clock.clone(),
+        policy.clone(),
+        work.clone(),
+        stopping.clone(),
+    ))];
+    let owner = uuid::Uuid::new_v4();
+    for _ in 0..config.workers.max(1) {
+        let worker = worker::Worker {
+            pool: pool.clone(),
+            client: client.clone(),
+            clock: clock.clone(),
+            policy: policy.clone(),
+            owner,
+            lease: Duration::from_millis(config.lease_ms),
+            work: work.clone(),
+            idle_poll: Duration::from_millis(100),
+        };
+        tasks.push(AbortOnDrop::spawn(worker.run(stopping.clone())));
+    }
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let health_watch = server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), || true);
+    let (reflection_v1, reflection_v1alpha) = server::reflection();
+    let api = SagaServiceServer::new(grpc::SagaApi::new(pool.clone(), clock, policy, work));
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api);
+    tracing::info!(addr = %listener.local_addr()?, instance = %owner, "saga-service listening");
+    let result = server::serve(router, listener, reporter, SERVICE_NAME, shutdown).await;
+    // Workers finish the step in hand (its result is saved) before the pool closes.
+    let _ = stop.send(true);
+    for mut task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut task.0).await;
+    }
+    drop(health_watch);
+    pool.close().await;
+    result?;
+    tracing::info!("saga-service stopped");
+    Ok(())
+}

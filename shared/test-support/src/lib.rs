@@ -44,6 +44,15 @@ impl Running {
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        Self::start_on(listener, run).await
+    }
+
+    /// Starts `run` on a listener the caller bound (to reuse a known address).
+    pub async fn start_on<F, Fut>(listener: TcpListener, run: F) -> Running
+    where
+        F: FnOnce(TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = Box::pin(async move {

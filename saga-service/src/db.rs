@@ -1,0 +1,289 @@
+//! Every SQL statement of saga-service: saga rows, claiming with a lease, the follower's
+//! checkpoint.
+
+use chrono::{DateTime, Utc};
+use event_store::Position;
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use uuid::Uuid;
+
+use crate::saga::{Saga, SagaLine, SagaState, Step, StepRecord};
+
+const COLUMNS: &str = "order_id, customer_id, lines, total_minor, currency, payment_method, state, parked_from, \
+     plan, steps, attempts, next_attempt_at, step_deadline, reason, cancel_requested, cancel_reason, last_error, \
+     created_at, updated_at";
+
+fn corrupt(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("stored saga has an unknown {what}").into())
+}
+
+fn from_row(row: &PgRow) -> Result<Saga, sqlx::Error> {
+    let lines: sqlx::types::Json<Vec<SagaLine>> = row.try_get("lines")?;
+    let steps: sqlx::types::Json<Vec<StepRecord>> = row.try_get("steps")?;
+    let plan: Vec<String> = row.try_get("plan")?;
+    let state: String = row.try_get("state")?;
+    let parked_from: Option<String> = row.try_get("parked_from")?;
+    let attempts: i32 = row.try_get("attempts")?;
+    Ok(Saga {
+        order_id: row.try_get("order_id")?,
+        customer_id: row.try_get("customer_id")?,
+        lines: lines.0,
+        total_minor: row.try_get("total_minor")?,
+        currency: row.try_get("currency")?,
+        payment_method: row.try_get("payment_method")?,
+        state: SagaState::parse(&state).ok_or_else(|| corrupt("state"))?,
+        parked_from: parked_from
+            .as_deref()
+            .map(|s| SagaState::parse(s).ok_or_else(|| corrupt("state")))
+            .transpose()?,
+        plan: plan
+            .iter()
+            .map(|s| Step::parse(s).ok_or_else(|| corrupt("step")))
+            .collect::<Result<_, _>>()?,
+        steps: steps.0,
+        attempts: attempts.max(0) as u32,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        step_deadline: row.try_get("step_deadline")?,
+        reason: row.try_get("reason")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        cancel_reason: row.try_get("cancel_reason")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Creates the saga of a placed order, unless it exists (a replayed event).
+pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sagas (order_id, customer_id, lines, total_minor, currency, payment_method, state, plan, steps, \
+           attempts, next_attempt_at, step_deadline, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(saga.order_id)
+    .bind(saga.customer_id)
+    .bind(sqlx::types::Json(&saga.lines))
+    .bind(saga.total_minor)
+    .bind(&saga.currency)
+    .bind(&saga.payment_method)
+    .bind(saga.state.as_str())
+    .bind(saga.plan.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    .bind(sqlx::types::Json(&saga.steps))
+    .bind(saga.attempts as i32)
+    .bind(saga.next_attempt_at)
+    .bind(saga.step_deadline)
+    .bind(saga.created_at)
+    .bind(saga.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Flags a running saga whose order was cancelled; the worker compensates it.
+pub async fn request_cancel(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sagas SET cancel_requested = true, cancel_reason = $2, next_attempt_at = least(next_attempt_at, $3) \
+         WHERE order_id = $1 AND state = 'running' AND NOT cancel_requested",
+    )
+    .bind(order_id)
+    .bind(reason)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes the lease of one due saga that nobody holds, for `lease` from `now`.
+pub async fn claim(
+    pool: &PgPool,
+    owner: Uuid,
+    now: DateTime<Utc>,
+    lease: chrono::Duration,
+) -> Result<Option<Saga>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE sagas SET lease_owner = $1, lease_until = $3 \
+         WHERE order_id = ( \
+           SELECT order_id FROM sagas \
+           WHERE state IN ('running', 'compensating') AND next_attempt_at <= $2 \
+             AND (lease_until IS NULL OR lease_until < $2) \
+           ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING {COLUMNS}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(now)
+        .bind(now + lease)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Writes the saga back if `owner` still holds its lease; `keep_lease` says whether the
+/// worker goes on with it. Returns the stored cancellation request (set meanwhile by the
+/// follower), or `None` when the lease was lost.
+pub async fn save_leased(
+    pool: &PgPool,
+    saga: &Saga,
+    owner: Uuid,
+    keep_lease: bool,
+) -> Result<Option<(bool, Option<String>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE sagas SET state = $3, parked_from = $4, plan = $5, steps = $6, attempts = $7, next_attempt_at = $8, \
+           step_deadline = $9, reason = $10, last_error = $11, updated_at = $12, \
+           lease_owner = CASE WHEN $13 THEN lease_owner END, lease_until = CASE WHEN $13 THEN lease_until END \
+         WHERE order_id = $1 AND lease_owner = $2 \
+         RETURNING cancel_requested, cancel_reason",
+    )
+    .bind(saga.order_id)
+    .bind(owner)
+    .bind(saga.state.as_str())
+    .bind(saga.parked_from.map(|s| s.as_str()))
+    .bind(saga.plan.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    .bind(sqlx::types::Json(&saga.steps))
+    .bind(saga.attempts as i32)
+    .bind(saga.next_attempt_at)
+    .bind(saga.step_deadline)
+    .bind(&saga.reason)
+    .bind(&saga.last_error)
+    .bind(saga.updated_at)
+    .bind(keep_lease)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| Ok((r.try_get("cancel_requested")?, r.try_get("cancel_reason")?)))
+        .transpose()
+}
+
+/// Loads a saga for an operator's change, locking its row; `None` if missing.
+pub async fn lock_for_admin(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<(Saga, Option<DateTime<Utc>>)>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS}, lease_until FROM sagas WHERE order_id = $1 FOR UPDATE");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok((from_row(&r)?, r.try_get("lease_until")?)))
+        .transpose()
+}
+
+/// Writes an operator's change (the caller holds the row lock).
+pub async fn save_admin(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sagas SET state = $2, parked_from = $3, plan = $4, steps = $5, attempts = $6, next_attempt_at = $7, \
+           step_deadline = $8, reason = $9, last_error = $10, updated_at = $11, cancel_requested = $12, \
+           cancel_reason = $13 \
+         WHERE order_id = $1",
+    )
+    .bind(saga.order_id)
+    .bind(saga.state.as_str())
+    .bind(saga.parked_from.map(|s| s.as_str()))
+    .bind(saga.plan.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    .bind(sqlx::types::Json(&saga.steps))
+    .bind(saga.attempts as i32)
+    .bind(saga.next_attempt_at)
+    .bind(saga.step_deadline)
+    .bind(&saga.reason)
+    .bind(&saga.last_error)
+    .bind(saga.updated_at)
+    .bind(saga.cancel_requested)
+    .bind(&saga.cancel_reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One saga.
+pub async fn get(pool: &PgPool, order_id: Uuid) -> Result<Option<Saga>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM sagas WHERE order_id = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// A page of sagas, newest first.
+pub async fn list(
+    pool: &PgPool,
+    state: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Saga>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM sagas \
+         WHERE ($1::text IS NULL OR state = $1) \
+           AND ($2::timestamptz IS NULL OR (created_at, order_id) < ($2, $3)) \
+         ORDER BY created_at DESC, order_id DESC LIMIT $4"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(state)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// The follower's checkpoint, created at the start of the log if missing.
+pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, transaction_id, global_position) VALUES ($1, 0, 0) \
+         ON CONFLICT (projection) DO NOTHING",
+    )
+    .bind(name)
+    .execute(&mut *conn)
+    .await?;
+    let (tx, pos): (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id, global_position FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(name)
+    .fetch_one(conn)
+    .await?;
+    Ok(Position::new(tx as u64, pos as u64))
+}
+
+/// Moves the follower's checkpoint in the caller's transaction; false if it moved
+/// meanwhile (another follower).
+pub async fn advance(
+    conn: &mut PgConnection,
+    name: &str,
+    from: Position,
+    to: Position,
+    applied: i64,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE projection_checkpoints SET transaction_id = $4, global_position = $5, \
+           events_applied = events_applied + $6, updated_at = now() \
+         WHERE projection = $1 AND transaction_id = $2 AND global_position = $3",
+    )
+    .bind(name)
+    .bind(from.transaction_id as i64)
+    .bind(from.global_position as i64)
+    .bind(to.transaction_id as i64)
+    .bind(to.global_position as i64)
+    .bind(applied)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Takes the follower's leadership lock on this session, if free.
+pub async fn try_lead(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('saga:' || $1))")
+        .bind(name)
+        .fetch_one(conn)
+        .await
+}

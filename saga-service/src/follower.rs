@@ -1,0 +1,159 @@
+//! Follows the event log: starts a saga for every placed order and flags running sagas
+//! whose order was cancelled, storing its checkpoint in the same transaction.
+//!
+//! One instance follows at a time (an advisory lock on the follower's own connection); the
+//! checkpoint is moved with compare-and-set, so even two followers could not both apply a
+//! batch.
+
+use std::{sync::Arc, time::Duration};
+
+use domain_events::{DomainEvent, StoredEvent};
+use event_store::{PostgresEventStore, RecordedEvent, Subscription};
+use service_runtime::Clock;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::{Notify, watch};
+
+use crate::{
+    db,
+    saga::{Policy, Saga, SagaLine},
+};
+
+/// The follower's checkpoint name.
+pub const FOLLOWER: &str = "saga_follower";
+
+/// The event types the follower reads; the rest are skipped without decoding.
+const INTERESTING: [&str; 2] = ["OrderPlaced", "OrderCancelled"];
+
+/// Runs until `shutdown` flips, waking `work` whenever sagas were started or flagged.
+pub async fn run(
+    pool: PgPool,
+    store: PostgresEventStore,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    work: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let options = (*pool.connect_options()).clone();
+    while !*shutdown.borrow() {
+        let mut conn = match PgConnection::connect_with(&options).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!(error = %err, "saga follower cannot connect; retrying");
+                pause(&mut shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        match db::try_lead(&mut conn, FOLLOWER).await {
+            Ok(true) => {
+                tracing::info!("this instance now follows the log for sagas");
+                if let Err(err) = follow(
+                    &mut conn,
+                    &store,
+                    clock.as_ref(),
+                    &policy,
+                    &work,
+                    &mut shutdown,
+                )
+                .await
+                {
+                    tracing::warn!(error = %err, "saga follower stopped; restarting");
+                    pause(&mut shutdown, Duration::from_millis(500)).await;
+                }
+            }
+            Ok(false) => pause(&mut shutdown, Duration::from_millis(500)).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "saga follower cannot take its lock");
+                pause(&mut shutdown, Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+}
+
+async fn follow(
+    conn: &mut PgConnection,
+    store: &PostgresEventStore,
+    clock: &dyn Clock,
+    policy: &Policy,
+    work: &Notify,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut checkpoint = db::checkpoint(conn, FOLLOWER).await?;
+    let mut subscription = Subscription::start(store.clone(), checkpoint)
+        .await?
+        .with_batch_size(1000)
+        .with_poll_interval(Duration::from_millis(200));
+    loop {
+        let batch = tokio::select! {
+            batch = subscription.next_batch() => batch?,
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        };
+        let Some(last) = batch.last().map(|e| e.position) else {
+            continue;
+        };
+        let mut tx = conn.begin().await?;
+        let mut changed = 0;
+        for recorded in batch
+            .iter()
+            .filter(|e| INTERESTING.contains(&e.event_type.as_str()))
+        {
+            changed += handle(&mut tx, recorded, clock, policy).await?;
+        }
+        if !db::advance(&mut tx, FOLLOWER, checkpoint, last, batch.len() as i64).await? {
+            anyhow::bail!("the saga follower's checkpoint moved under it");
+        }
+        tx.commit().await?;
+        checkpoint = last;
+        if changed > 0 {
+            work.notify_waiters();
+        }
+    }
+}
+
+/// Starts or flags a saga; returns how many sagas changed.
+async fn handle(
+    tx: &mut PgConnection,
+    recorded: &RecordedEvent,
+    clock: &dyn Clock,
+    policy: &Policy,
+) -> anyhow::Result<usize> {
+    let event = match StoredEvent::decode(&recorded.event_type, &recorded.payload) {
+        Ok(event) => event,
+        Err(err) => anyhow::bail!("event {} cannot be read: {err}", recorded.event_id),
+    };
+    match event {
+        DomainEvent::OrderPlaced(placed) => {
+            let saga = Saga::start(
+                placed.order_id.as_uuid(),
+                placed.customer_id.as_uuid(),
+                placed
+                    .lines
+                    .iter()
+                    .map(|l| SagaLine {
+                        sku: l.sku.to_string(),
+                        quantity: l.quantity.get(),
+                    })
+                    .collect(),
+                placed.total.amount_minor(),
+                placed.total.currency().to_string(),
+                placed.payment_method.as_str().to_owned(),
+                clock.now(),
+                policy,
+            );
+            db::insert(tx, &saga).await?;
+            Ok(1)
+        }
+        DomainEvent::OrderCancelled(cancelled) => {
+            let reason = format!("order cancelled: {}", cancelled.reason);
+            db::request_cancel(tx, cancelled.order_id.as_uuid(), &reason, clock.now()).await?;
+            Ok(1)
+        }
+        _ => Ok(0),
+    }
+}

@@ -1,0 +1,14 @@
+//! Starts saga-service: configuration, logging, then [`saga_service::run`].
+
+use clap::Parser;
+use saga_service::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    service_runtime::telemetry::init(config.log_format);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    saga_service::run(config, listener, service_runtime::shutdown::signal()).await
+}

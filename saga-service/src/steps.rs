@@ -1,0 +1,145 @@
+//! Sending a saga step to command-service over gRPC, and sorting the answer into
+//! succeeded, refused (compensate) or transient (retry).
+
+use std::time::Duration;
+
+use contracts::orders::v1::{self as pb, command_service_client::CommandServiceClient};
+use tonic::{Code, transport::Channel};
+
+use crate::saga::{Saga, Step, StepResult};
+
+/// The longest one attempt may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends `step` of `saga`, with the step's idempotency key and the saga's order id as the
+/// correlation id.
+pub async fn send(
+    client: &mut CommandServiceClient<Channel>,
+    saga: &Saga,
+    step: Step,
+    timeout: Duration,
+) -> StepResult {
+    let command_id = step.command_id(saga.order_id).to_string();
+    let order_id = saga.order_id.to_string();
+    let reason = saga
+        .reason
+        .clone()
+        .unwrap_or_else(|| "saga compensation".into());
+    let result = match step {
+        Step::ReserveStock => client
+            .reserve_stock(request(
+                saga,
+                timeout,
+                pb::ReserveStockRequest {
+                    command_id,
+                    order_id,
+                    items: saga
+                        .lines
+                        .iter()
+                        .map(|l| pb::StockItem {
+                            sku: l.sku.clone(),
+                            quantity: l.quantity as i32,
+                        })
+                        .collect(),
+                },
+            ))
+            .await
+            .map(|_| StepResult::Succeeded),
+        Step::AuthorizePayment => client
+            .authorize_payment(request(
+                saga,
+                timeout,
+                pb::AuthorizePaymentRequest {
+                    command_id,
+                    order_id,
+                    customer_id: saga.customer_id.to_string(),
+                    amount: Some(pb::Money {
+                        amount_minor: saga.total_minor,
+                        currency: saga.currency.clone(),
+                    }),
+                    payment_method: saga.payment_method.clone(),
+                },
+            ))
+            .await
+            .map(|r| {
+                let r = r.into_inner();
+                match r.outcome() {
+                    pb::PaymentOutcome::Authorized => StepResult::Succeeded,
+                    _ => StepResult::Refused(format!("payment declined: {}", r.decline_reason)),
+                }
+            }),
+        Step::ConfirmOrder => client
+            .confirm_order(request(
+                saga,
+                timeout,
+                pb::ConfirmOrderRequest {
+                    command_id,
+                    order_id,
+                },
+            ))
+            .await
+            .map(|_| StepResult::Succeeded),
+        Step::RefundPayment => client
+            .refund_payment(request(
+                saga,
+                timeout,
+                pb::RefundPaymentRequest {
+                    command_id,
+                    order_id,
+                    reason,
+                },
+            ))
+            .await
+            .map(|_| StepResult::Succeeded),
+        Step::ReleaseStock => client
+            .release_stock(request(
+                saga,
+                timeout,
+                pb::ReleaseStockRequest {
+                    command_id,
+                    order_id,
+                    skus: saga.lines.iter().map(|l| l.sku.clone()).collect(),
+                },
+            ))
+            .await
+            .map(|_| StepResult::Succeeded),
+        Step::CancelOrder => client
+            .cancel_order(request(
+                saga,
+                timeout,
+                pb::CancelOrderRequest {
+                    command_id,
+                    order_id,
+                    reason,
+                },
+            ))
+            .await
+            .map(|_| StepResult::Succeeded),
+    };
+    result.unwrap_or_else(classify)
+}
+
+/// A request with the attempt's timeout and the saga's order id as correlation id.
+fn request<T>(saga: &Saga, timeout: Duration, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    if let Ok(value) = saga.order_id.to_string().parse() {
+        request.metadata_mut().insert("x-correlation-id", value);
+    }
+    request
+}
+
+/// Business refusals compensate; everything else may pass and is retried.
+fn classify(status: tonic::Status) -> StepResult {
+    let message = if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        format!("{:?}: {}", status.code(), status.message())
+    };
+    match status.code() {
+        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument | Code::AlreadyExists => {
+            StepResult::Refused(status.message().to_owned())
+        }
+        _ => StepResult::Transient(message),
+    }
+}

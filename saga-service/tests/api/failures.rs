@@ -1,0 +1,149 @@
+//! Outages and crashes: every side effect happens once.
+
+use contracts::orders::v1::{
+    command_service_client::CommandServiceClient, saga_service_client::SagaServiceClient,
+};
+use sqlx::PgPool;
+
+use crate::helpers::*;
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn the_saga_waits_out_a_command_service_outage(pool: PgPool) {
+    service_runtime::telemetry::init(service_runtime::telemetry::LogFormat::Human);
+    // Users reach one command-service; the saga is pointed at one that is down.
+    let front = start_command_service(&pool).await;
+    let mut c = CommandServiceClient::new(front.channel().await);
+    let down = free_addr().await;
+    let saga_service = start_saga_service(saga_config(&pool, down)).await;
+    let mut s = SagaServiceClient::new(saga_service.channel().await);
+    create_product(&mut c, "SKU-1", 5).await;
+    let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
+
+    let stuck = wait_for_saga(&mut s, &order_id, |s| {
+        s.steps.first().is_some_and(|st| st.attempts >= 3)
+    })
+    .await;
+    assert_eq!(stuck.state, "running");
+    assert!(
+        stuck.last_error.contains("Unavailable"),
+        "{}",
+        stuck.last_error
+    );
+
+    // command-service comes back where the saga looks for it.
+    let _back = start_command_service_at(&pool, down).await;
+    let saga = finished(&mut s, &order_id).await;
+    assert_eq!(saga.state, "completed");
+    assert_eq!(count_events(&pool, "StockReserved", &order_id).await, 1);
+    assert_eq!(count_events(&pool, "PaymentAuthorized", &order_id).await, 1);
+    assert_eq!(count_events(&pool, "OrderConfirmed", &order_id).await, 1);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_killed_saga_service_is_resumed_by_its_replacement(pool: PgPool) {
+    service_runtime::telemetry::init(service_runtime::telemetry::LogFormat::Human);
+    let command = start_command_service(&pool).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    create_product(&mut c, "SKU-1", 5).await;
+    // The first instance has stock reserved and payment authorised, then dies before it
+    // can confirm: its confirm step cannot reach command-service.
+    let first = start_saga_service(saga_config(&pool, command.addr)).await;
+    let order_id = place_order(&mut c, &[("SKU-1", 1)], "card").await;
+    let mut s = SagaServiceClient::new(first.channel().await);
+    finished(&mut s, &order_id).await;
+    let second_order = {
+        let down = free_addr().await;
+        let stuck_instance = start_saga_service(saga_config(&pool, down)).await;
+        // Only the stuck instance drives new sagas now.
+        first.kill();
+        let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
+        let mut s = SagaServiceClient::new(stuck_instance.channel().await);
+        wait_for_saga(&mut s, &order_id, |s| s.last_error.contains("Unavailable")).await;
+        stuck_instance.kill();
+        order_id
+    };
+    // A replacement picks the saga up once the dead instance's lease runs out.
+    let replacement = start_saga_service(saga_config(&pool, command.addr)).await;
+    let mut s = SagaServiceClient::new(replacement.channel().await);
+    let saga = finished(&mut s, &second_order).await;
+    assert_eq!(saga.state, "completed");
+    for event_type in ["StockReserved", "PaymentAuthorized", "OrderConfirmed"] {
+        assert_eq!(
+            count_events(&pool, event_type, &second_order).await,
+            1,
+            "{event_type}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_hundred_orders_competing_for_stock_never_oversell(pool: PgPool) {
+    let mut sys = start(&pool).await;
+    create_product(&mut sys.commands, "HOT-1", 50).await;
+    let placing = (0..100).map(|_| {
+        let mut c = sys.commands.clone();
+        async move { place_order(&mut c, &[("HOT-1", 1)], "card").await }
+    });
+    let orders = futures::future::join_all(placing).await;
+    let mut completed = Vec::new();
+    for order_id in &orders {
+        let saga = finished(&mut sys.sagas, order_id).await;
+        if saga.state == "completed" {
+            completed.push(order_id.clone());
+        } else {
+            assert!(
+                saga.reason.starts_with("out of stock: HOT-1"),
+                "{}",
+                saga.reason
+            );
+        }
+    }
+    assert_eq!(
+        completed.len(),
+        50,
+        "exactly the stock's worth of orders is confirmed"
+    );
+    let product = product_view(&mut sys.queries, &pool, "HOT-1").await;
+    assert_eq!(
+        (product.on_hand, product.reserved, product.available),
+        (50, 50, 0)
+    );
+    // The confirmed orders are exactly those whose reservation succeeded.
+    let mut reserved: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'order_id' FROM events WHERE event_type = 'StockReserved'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    reserved.sort();
+    completed.sort();
+    assert_eq!(reserved, completed);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn two_instances_drive_every_saga_once(pool: PgPool) {
+    let mut sys = start(&pool).await;
+    let _second = start_saga_service(saga_config(&pool, sys.command.addr)).await;
+    create_product(&mut sys.commands, "SKU-1", 100).await;
+    let placing = (0..20).map(|_| {
+        let mut c = sys.commands.clone();
+        async move { place_order(&mut c, &[("SKU-1", 1)], "card").await }
+    });
+    let orders = futures::future::join_all(placing).await;
+    for order_id in &orders {
+        let saga = finished(&mut sys.sagas, order_id).await;
+        assert_eq!(saga.state, "completed");
+        assert!(
+            saga.steps.iter().all(|s| s.attempts == 1),
+            "each step was sent once: {:?}",
+            saga.steps
+        );
+        assert_eq!(count_events(&pool, "StockReserved", order_id).await, 1);
+    }
+    let logged: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM command_log WHERE command_type = 'ReserveStock'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(logged, 20);
+}

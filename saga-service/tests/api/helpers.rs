@@ -1,0 +1,261 @@
+//! Starting the whole system and waiting for sagas.
+
+use std::time::Duration;
+
+use contracts::orders::v1::{
+    self as pb, command_service_client::CommandServiceClient,
+    query_service_client::QueryServiceClient, saga_service_client::SagaServiceClient,
+};
+use service_runtime::telemetry::LogFormat;
+use sqlx::PgPool;
+use test_support::Running;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+pub type Commands = CommandServiceClient<Channel>;
+pub type Queries = QueryServiceClient<Channel>;
+pub type Sagas = SagaServiceClient<Channel>;
+
+pub fn command_config(pool: &PgPool) -> command_service::Config {
+    command_service::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: test_support::database_url(pool),
+        pool_size: 8,
+        snapshot_every: 100,
+        log_format: LogFormat::Human,
+    }
+}
+
+pub fn saga_config(pool: &PgPool, command_addr: std::net::SocketAddr) -> saga_service::Config {
+    saga_service::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: test_support::database_url(pool),
+        command_service_url: format!("http://{command_addr}"),
+        pool_size: 8,
+        workers: 4,
+        lease_ms: 1_000,
+        reserve_deadline_ms: 10_000,
+        authorize_deadline_ms: 10_000,
+        confirm_deadline_ms: 10_000,
+        backoff_base_ms: 20,
+        backoff_max_ms: 200,
+        max_compensation_attempts: 3,
+        log_format: LogFormat::Human,
+    }
+}
+
+pub async fn start_command_service(pool: &PgPool) -> Running {
+    let config = command_config(pool);
+    Running::start(move |listener, shutdown| command_service::run(config, listener, shutdown)).await
+}
+
+/// Starts command-service on a given address (to bring it "back").
+pub async fn start_command_service_at(pool: &PgPool, addr: std::net::SocketAddr) -> Running {
+    let config = command_config(pool);
+    let listener = TcpListener::bind(addr)
+        .await
+        .expect("the reserved port is free again");
+    Running::start_on(listener, move |listener, shutdown| {
+        command_service::run(config, listener, shutdown)
+    })
+    .await
+}
+
+pub async fn start_query_service(pool: &PgPool) -> Running {
+    let config = query_service::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: test_support::database_url(pool),
+        pool_size: 8,
+        log_format: LogFormat::Human,
+    };
+    Running::start(move |listener, shutdown| query_service::run(config, listener, shutdown)).await
+}
+
+pub async fn start_saga_service(config: saga_service::Config) -> Running {
+    Running::start(move |listener, shutdown| saga_service::run(config, listener, shutdown)).await
+}
+
+/// The whole system.
+pub struct System {
+    pub command: Running,
+    /// Kept so the service runs as long as the test.
+    #[allow(dead_code)]
+    pub query: Running,
+    /// Kept so the service runs as long as the test.
+    #[allow(dead_code)]
+    pub saga: Running,
+    pub commands: Commands,
+    pub queries: Queries,
+    pub sagas: Sagas,
+}
+
+pub async fn start(pool: &PgPool) -> System {
+    start_with(pool, |_| {}).await
+}
+
+pub async fn start_with(pool: &PgPool, tune: impl FnOnce(&mut saga_service::Config)) -> System {
+    service_runtime::telemetry::init(LogFormat::Human);
+    let command = start_command_service(pool).await;
+    let query = start_query_service(pool).await;
+    let mut config = saga_config(pool, command.addr);
+    tune(&mut config);
+    let saga = start_saga_service(config).await;
+    let commands = CommandServiceClient::new(command.channel().await);
+    let queries = QueryServiceClient::new(query.channel().await);
+    let sagas = SagaServiceClient::new(saga.channel().await);
+    System {
+        command,
+        query,
+        saga,
+        commands,
+        queries,
+        sagas,
+    }
+}
+
+/// An address nothing listens on (yet).
+pub async fn free_addr() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+pub fn id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+pub fn eur(amount_minor: i64) -> Option<pb::Money> {
+    Some(pb::Money {
+        amount_minor,
+        currency: "EUR".into(),
+    })
+}
+
+pub async fn create_product(c: &mut Commands, sku: &str, stock: i64) {
+    c.create_product(pb::CreateProductRequest {
+        command_id: id(),
+        sku: sku.into(),
+        name: format!("Product {sku}"),
+        price: eur(500),
+        initial_stock: stock,
+    })
+    .await
+    .expect("create product");
+}
+
+/// Creates and places an order; returns its id.
+pub async fn place_order(c: &mut Commands, lines: &[(&str, i32)], payment_method: &str) -> String {
+    let order_id = id();
+    c.create_order(pb::CreateOrderRequest {
+        command_id: id(),
+        order_id: order_id.clone(),
+        customer_id: id(),
+        currency: "EUR".into(),
+        lines: lines
+            .iter()
+            .map(|(sku, quantity)| pb::OrderLine {
+                sku: (*sku).into(),
+                quantity: *quantity,
+                unit_price: eur(500),
+            })
+            .collect(),
+    })
+    .await
+    .expect("create order");
+    c.place_order(pb::PlaceOrderRequest {
+        command_id: id(),
+        order_id: order_id.clone(),
+        payment_method: payment_method.into(),
+        expected_version: None,
+    })
+    .await
+    .expect("place order");
+    order_id
+}
+
+/// Waits until the order's saga satisfies `done`, and returns it.
+pub async fn wait_for_saga(
+    s: &mut Sagas,
+    order_id: &str,
+    done: impl Fn(&pb::Saga) -> bool,
+) -> pb::Saga {
+    let mut last = None;
+    for _ in 0..600 {
+        if let Ok(r) = s
+            .get_saga(pb::GetSagaRequest {
+                order_id: order_id.into(),
+            })
+            .await
+        {
+            let saga = r.into_inner().saga.unwrap();
+            if done(&saga) {
+                return saga;
+            }
+            last = Some(saga);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the saga of {order_id} never got there; last seen: {last:#?}");
+}
+
+/// Waits for a final state.
+pub async fn finished(s: &mut Sagas, order_id: &str) -> pb::Saga {
+    wait_for_saga(s, order_id, |s| {
+        matches!(s.state.as_str(), "completed" | "compensated")
+    })
+    .await
+}
+
+pub fn step_names(saga: &pb::Saga) -> Vec<(&str, &str)> {
+    saga.steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status.as_str()))
+        .collect()
+}
+
+/// How many events of a type the log holds for an order.
+pub async fn count_events(pool: &PgPool, event_type: &str, order_id: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = $1 AND payload->>'order_id' = $2",
+    )
+    .bind(event_type)
+    .bind(order_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The order as query-service shows it once it has caught up with the saga's last write.
+pub async fn order_view(q: &mut Queries, pool: &PgPool, order_id: &str) -> pb::OrderView {
+    let (tx, pos): (i64, i64) =
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events ORDER BY global_position DESC LIMIT 1")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    q.get_order(pb::GetOrderRequest {
+        order_id: order_id.into(),
+        consistency_token: format!("{tx}.{pos}"),
+    })
+    .await
+    .expect("get order")
+    .into_inner()
+    .order
+    .unwrap()
+}
+
+pub async fn product_view(q: &mut Queries, pool: &PgPool, sku: &str) -> pb::ProductView {
+    let (tx, pos): (i64, i64) =
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events ORDER BY global_position DESC LIMIT 1")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    q.get_product(pb::GetProductRequest {
+        sku: sku.into(),
+        consistency_token: format!("{tx}.{pos}"),
+    })
+    .await
+    .expect("get product")
+    .into_inner()
+    .product
+    .unwrap()
+}

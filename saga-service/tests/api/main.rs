@@ -1,0 +1,7 @@
+//! The saga end to end: command-service, query-service and saga-service on port 0 against
+//! one fresh database, driven through their gRPC clients.
+
+mod failures;
+mod helpers;
+mod operations;
+mod paths;

@@ -1,0 +1,146 @@
+//! The saga's four endings: confirmed, out of stock, declined, deadline passed.
+
+use sqlx::PgPool;
+
+use crate::helpers::*;
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_placed_order_is_reserved_authorised_and_confirmed(pool: PgPool) {
+    let mut sys = start(&pool).await;
+    create_product(&mut sys.commands, "SKU-1", 10).await;
+    let order_id = place_order(&mut sys.commands, &[("SKU-1", 2)], "card").await;
+    let saga = finished(&mut sys.sagas, &order_id).await;
+    assert_eq!(saga.state, "completed");
+    assert_eq!(
+        step_names(&saga),
+        vec![
+            ("reserve_stock", "succeeded"),
+            ("authorize_payment", "succeeded"),
+            ("confirm_order", "succeeded")
+        ]
+    );
+    // The read models agree with the saga.
+    let order = order_view(&mut sys.queries, &pool, &order_id).await;
+    assert_eq!(
+        (
+            order.status.as_str(),
+            order.stock_status.as_str(),
+            order.payment_status.as_str()
+        ),
+        ("confirmed", "reserved", "authorized")
+    );
+    let product = product_view(&mut sys.queries, &pool, "SKU-1").await;
+    assert_eq!(
+        (product.on_hand, product.reserved, product.available),
+        (10, 2, 8)
+    );
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn out_of_stock_cancels_the_order_and_reserves_nothing(pool: PgPool) {
+    let mut sys = start(&pool).await;
+    create_product(&mut sys.commands, "PLENTY-1", 10).await;
+    create_product(&mut sys.commands, "SCARCE-2", 1).await;
+    let order_id = place_order(
+        &mut sys.commands,
+        &[("PLENTY-1", 1), ("SCARCE-2", 2)],
+        "card",
+    )
+    .await;
+    let saga = finished(&mut sys.sagas, &order_id).await;
+    assert_eq!(saga.state, "compensated");
+    assert_eq!(
+        saga.reason,
+        "out of stock: SCARCE-2 (requested 2, available 1)"
+    );
+    assert_eq!(
+        step_names(&saga),
+        vec![("reserve_stock", "failed"), ("cancel_order", "succeeded")]
+    );
+    let order = order_view(&mut sys.queries, &pool, &order_id).await;
+    assert_eq!(order.status, "cancelled");
+    assert_eq!(
+        order.cancellation_reason,
+        "out of stock: SCARCE-2 (requested 2, available 1)"
+    );
+    assert_eq!(count_events(&pool, "StockReserved", &order_id).await, 0);
+    assert_eq!(
+        product_view(&mut sys.queries, &pool, "PLENTY-1")
+            .await
+            .reserved,
+        0
+    );
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_declined_payment_releases_the_stock_and_cancels(pool: PgPool) {
+    let mut sys = start(&pool).await;
+    create_product(&mut sys.commands, "SKU-1", 10).await;
+    let order_id = place_order(&mut sys.commands, &[("SKU-1", 3)], "card_declined").await;
+    let saga = finished(&mut sys.sagas, &order_id).await;
+    assert_eq!(saga.state, "compensated");
+    assert_eq!(saga.reason, "payment declined: card declined by the issuer");
+    assert_eq!(
+        step_names(&saga),
+        vec![
+            ("reserve_stock", "succeeded"),
+            ("authorize_payment", "failed"),
+            ("release_stock", "succeeded"),
+            ("cancel_order", "succeeded")
+        ]
+    );
+    let order = order_view(&mut sys.queries, &pool, &order_id).await;
+    assert_eq!(
+        (order.status.as_str(), order.stock_status.as_str()),
+        ("cancelled", "released")
+    );
+    assert_eq!(
+        order.cancellation_reason,
+        "payment declined: card declined by the issuer"
+    );
+    let product = product_view(&mut sys.queries, &pool, "SKU-1").await;
+    assert_eq!((product.reserved, product.available), (0, 10));
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_missed_deadline_compensates_in_reverse_order(pool: PgPool) {
+    // The confirm step gets no time at all: it times out before its first attempt.
+    let mut sys = start_with(&pool, |c| c.confirm_deadline_ms = 0).await;
+    create_product(&mut sys.commands, "SKU-1", 10).await;
+    let order_id = place_order(&mut sys.commands, &[("SKU-1", 1)], "card").await;
+    let saga = finished(&mut sys.sagas, &order_id).await;
+    assert_eq!(saga.state, "compensated");
+    assert_eq!(
+        saga.reason,
+        "step confirm_order did not complete within its deadline of 0 ms"
+    );
+    assert_eq!(
+        step_names(&saga),
+        vec![
+            ("reserve_stock", "succeeded"),
+            ("authorize_payment", "succeeded"),
+            ("confirm_order", "failed"),
+            ("refund_payment", "succeeded"),
+            ("release_stock", "succeeded"),
+            ("cancel_order", "succeeded")
+        ]
+    );
+    // The log agrees on the order: refund, then release, then cancel.
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE event_type IN ('PaymentRefunded', 'StockReleased', 'OrderCancelled') \
+         ORDER BY global_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        types,
+        vec!["PaymentRefunded", "StockReleased", "OrderCancelled"]
+    );
+    assert_eq!(
+        order_view(&mut sys.queries, &pool, &order_id)
+            .await
+            .payment_status,
+        "refunded"
+    );
+}
