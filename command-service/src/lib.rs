@@ -74,7 +74,7 @@ pub async fn run_with_clock(
     let (reporter, health) = tonic_health::server::health_reporter();
     server::set_health(&reporter, SERVICE_NAME, true).await;
     let health_watch = server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), || true);
-    let (reflection_v1, reflection_v1alpha) = server::reflection();
+    let (reflection_v1, reflection_v1alpha) = server::reflection(SERVICE_NAME);
 
     let api = CommandServiceServer::new(grpc::CommandApi::new(pipeline))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

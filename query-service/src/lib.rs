@@ -90,7 +90,7 @@ pub async fn run(
         server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), move || {
             health_state.stopped().is_none()
         });
-    let (reflection_v1, reflection_v1alpha) = server::reflection();
+    let (reflection_v1, reflection_v1alpha) = server::reflection(SERVICE_NAME);
     let api = QueryServiceServer::new(grpc::QueryApi::new(pool.clone(), store, state, stopping));
     let router = tonic::transport::Server::builder()
         .add_service(health)

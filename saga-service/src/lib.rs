@@ -149,7 +149,7 @@ pub async fn run_with_clock(
 
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_watch = server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), || true);
-    let (reflection_v1, reflection_v1alpha) = server::reflection();
+    let (reflection_v1, reflection_v1alpha) = server::reflection(SERVICE_NAME);
     let api = SagaServiceServer::new(grpc::SagaApi::new(pool.clone(), clock, policy, work));
     let router = tonic::transport::Server::builder()
         .add_service(health)

@@ -8,9 +8,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-/// The reflection services (v1 and v1alpha: grpcurl 1.8 only speaks v1alpha) describing
-/// every service in `proto/` and the health service.
-pub fn reflection() -> (
+/// The reflection services (v1 and v1alpha: grpcurl 1.8 only speaks v1alpha), listing
+/// `service` and the health service, and able to describe every message in `proto/`.
+pub fn reflection(
+    service: &'static str,
+) -> (
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
@@ -22,6 +24,8 @@ pub fn reflection() -> (
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(contracts::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(service)
+            .with_service_name("grpc.health.v1.Health")
     };
     // Building from descriptors compiled into the binary only fails if they are corrupt,
     // which the build would have caught.
