@@ -14,6 +14,7 @@ import os
 import sys
 import uuid
 
+# Stubs generated as README.md says; scripts/test puts its own on PYTHONPATH instead.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "generated"))
 
 import grpc  # noqa: E402
