@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -13,10 +15,18 @@ async fn main() {
         std::process::exit(2);
     };
     let service = args.next().unwrap_or_default();
-    let url = if addr.contains("://") { addr } else { format!("http://{addr}") };
+    let url = if addr.contains("://") {
+        addr
+    } else {
+        format!("http://{addr}")
+    };
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(url)?.connect().await?;
-        let response = HealthClient::new(channel).check(HealthCheckRequest { service }).await?;
+        let channel = tonic::transport::Endpoint::from_shared(url)?
+            .connect()
+            .await?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest { service })
+            .await?;
         Ok::<_, Box<dyn std::error::Error>>(response.into_inner().status())
     };
     match tokio::time::timeout(Duration::from_secs(3), check).await {
