@@ -4,7 +4,7 @@ use std::{future::Future, time::Duration};
 
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tonic::transport::server::Router;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -93,7 +93,12 @@ pub async fn serve(
         set_health(&reporter, service, false).await;
         tracing::info!(service, "draining in-flight calls");
     };
-    router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-        .await
+    // `serve_with_incoming` ignores the server's nodelay setting, so set it per connection:
+    // without it Nagle's algorithm and delayed ACKs add tens of milliseconds to small calls.
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    });
+    router.serve_with_incoming_shutdown(incoming, signal).await
 }

@@ -1,0 +1,543 @@
+//! The scenarios and their baselines.
+
+use std::{
+    process::Command as Process,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use contracts::orders::v1::{
+    self as pb, command_service_client::CommandServiceClient,
+    query_service_client::QueryServiceClient,
+};
+use event_store::{EventStore, Position, PostgresEventStore};
+use sqlx::PgPool;
+use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+use crate::{
+    Mode,
+    measure::{Stats, closed_loop, fixed_rate},
+    report::Row,
+};
+
+/// Connections per service: one HTTP/2 connection each, shared round-robin by clients.
+const CONNECTIONS: usize = 4;
+
+async fn channels(url: &str) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::new();
+    for _ in 0..CONNECTIONS {
+        out.push(
+            Endpoint::from_shared(url.to_owned())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+fn eur(amount_minor: i64) -> Option<pb::Money> {
+    Some(pb::Money {
+        amount_minor,
+        currency: "EUR".into(),
+    })
+}
+
+fn id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// Runs a pgbench script; returns transactions/s and mean latency.
+fn pgbench(
+    pgbench: &str,
+    url: &str,
+    clients: usize,
+    duration: Duration,
+    script: &str,
+) -> anyhow::Result<Stats> {
+    let file = std::env::temp_dir().join(format!("bench-{}.sql", Uuid::new_v4()));
+    std::fs::write(&file, script)?;
+    let seconds = duration.as_secs().max(1).to_string();
+    let output = Process::new(pgbench)
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &seconds,
+            "-f",
+        ])
+        .arg(&file)
+        .arg(url)
+        .output()?;
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        anyhow::bail!(
+            "pgbench failed: {}{}",
+            text,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let number_after = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    let tps = number_after("tps =").unwrap_or(0.0);
+    let latency_ms = number_after("latency average =");
+    let ops = number_after("number of transactions actually processed:").unwrap_or(0.0);
+    Ok(Stats {
+        ops: ops as u64,
+        rate: tps,
+        mean_us: latency_ms.map(|ms| ms * 1000.0),
+        ..Stats::default()
+    })
+}
+
+const INSERT_SCRIPT: &str = "INSERT INTO bench_events (event_id, aggregate_id, aggregate_type, version, event_type, \
+     payload, metadata, occurred_at) VALUES (gen_random_uuid(), gen_random_uuid(), 'Order', 1, 'OrderCreated', \
+     '{\"schema_version\": 2, \"currency\": \"EUR\", \"lines\": []}', '{}', now());\n";
+
+/// Scenarios 1 to 4.
+pub async fn run(
+    mode: Mode,
+    command_url: &str,
+    query_url: &str,
+    database_url: &str,
+    pgbench_bin: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let pool = PgPool::connect(database_url).await?;
+    let commands = Arc::new(channels(command_url).await?);
+    let queries = Arc::new(channels(query_url).await?);
+    let d = mode.duration();
+    let mut rows = Vec::new();
+    sqlx::query("DROP TABLE IF EXISTS bench_events")
+        .execute(&pool)
+        .await?;
+    sqlx::query("CREATE TABLE bench_events (LIKE events INCLUDING ALL)")
+        .execute(&pool)
+        .await?;
+
+    eprintln!("1. commands: one event each, on distinct aggregates");
+    for &clients in &mode.clients() {
+        let c = commands.clone();
+        let customer = id();
+        let figure = closed_loop(
+            &format!("CreateOrder x{clients} clients"),
+            clients,
+            d,
+            move |client, _| {
+                let mut client = CommandServiceClient::new(c[client % CONNECTIONS].clone());
+                let customer = customer.clone();
+                async move {
+                    client
+                        .create_order(pb::CreateOrderRequest {
+                            command_id: id(),
+                            order_id: id(),
+                            customer_id: customer,
+                            currency: "EUR".into(),
+                            lines: vec![],
+                        })
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+        .await;
+        eprintln!("  pgbench one-row INSERT x{clients}");
+        let baseline = pgbench(pgbench_bin, database_url, clients, d, INSERT_SCRIPT)?;
+        rows.push(Row::new(
+            format!("commands/s, {clients} client(s)"),
+            figure,
+            Some(("pgbench one-row INSERT, same clients", baseline)),
+            if clients == 64 {
+                "≥ 1.0 × baseline"
+            } else if clients == 1 {
+                "p99 < 2 ms"
+            } else {
+                ""
+            },
+        ));
+    }
+
+    eprintln!("1b. commands on one hot aggregate");
+    let mut setup = CommandServiceClient::new(commands[0].clone());
+    let hot_sku = format!("HOT-{}", &id()[..8]).to_uppercase();
+    setup
+        .create_product(pb::CreateProductRequest {
+            command_id: id(),
+            sku: hot_sku.clone(),
+            name: "Hot product".into(),
+            price: eur(100),
+            initial_stock: 0,
+        })
+        .await?;
+    let c = commands.clone();
+    let hot_clients = *mode.clients().last().unwrap_or(&16);
+    let hot = closed_loop(
+        &format!("RestockProduct on one SKU x{hot_clients}"),
+        hot_clients,
+        d,
+        move |client, _| {
+            let mut client = CommandServiceClient::new(c[client % CONNECTIONS].clone());
+            let sku = hot_sku.clone();
+            async move {
+                client
+                    .restock_product(pb::RestockProductRequest {
+                        command_id: id(),
+                        sku,
+                        quantity: 1,
+                    })
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    rows.push(Row::new(
+        format!("commands/s, one hot aggregate, {hot_clients} clients (errors = conflicts left after retries)"),
+        hot,
+        None,
+        "",
+    ));
+
+    eprintln!(
+        "2. queries: GetOrder on a read model of {} orders",
+        mode.read_rows()
+    );
+    sqlx::query(
+        "INSERT INTO read_orders (order_id, customer_id, status, currency, lines, total_minor, stock_status, \
+           payment_status, created_at, updated_at, version) \
+         SELECT md5('bench' || i)::uuid, md5('customer' || (i % 1000))::uuid, 'draft', 'EUR', '[]', 0, 'none', \
+           'none', now(), now(), 1 \
+         FROM generate_series(1, $1) AS i ON CONFLICT DO NOTHING",
+    )
+    .bind(mode.read_rows())
+    .execute(&pool)
+    .await?;
+    sqlx::query("ANALYZE read_orders").execute(&pool).await?;
+    let ids: Arc<Vec<String>> = Arc::new(
+        sqlx::query_scalar::<_, Uuid>(
+            "SELECT md5('bench' || i)::uuid FROM generate_series(1, $1) AS i",
+        )
+        .bind(mode.read_rows())
+        .fetch_all(&pool)
+        .await?
+        .into_iter()
+        .map(|u| u.to_string())
+        .collect(),
+    );
+    let read_clients: Vec<usize> = if mode == Mode::Smoke {
+        vec![4]
+    } else {
+        vec![16, 64]
+    };
+    for clients in read_clients {
+        let q = queries.clone();
+        let ids_for = ids.clone();
+        let figure = closed_loop(
+            &format!("GetOrder x{clients}"),
+            clients,
+            d,
+            move |client, seq| {
+                let order_id =
+                    ids_for[(seq as usize * 7919 + client * 104_729) % ids_for.len()].clone();
+                let mut client = QueryServiceClient::new(q[client % CONNECTIONS].clone());
+                async move {
+                    client
+                        .get_order(pb::GetOrderRequest {
+                            order_id,
+                            consistency_token: String::new(),
+                        })
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+        .await;
+        let q = queries.clone();
+        let echo = closed_loop(
+            &format!("bare gRPC (health check) x{clients}"),
+            clients,
+            d,
+            move |client, _| {
+                let mut client = tonic_health::pb::health_client::HealthClient::new(
+                    q[client % CONNECTIONS].clone(),
+                );
+                async move {
+                    client
+                        .check(tonic_health::pb::HealthCheckRequest {
+                            service: String::new(),
+                        })
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+        .await;
+        eprintln!("  pgbench point SELECT x{clients}");
+        let select = pgbench(
+            pgbench_bin,
+            database_url,
+            clients,
+            d,
+            &format!(
+                "\\set id random(1, {})\nSELECT * FROM read_orders WHERE order_id = md5('bench' || :id)::uuid;\n",
+                mode.read_rows()
+            ),
+        )?;
+        rows.push(Row::new(
+            format!("queries/s (GetOrder), {clients} clients"),
+            figure.clone(),
+            Some(("bare tonic RPC on the same server", echo)),
+            "≥ 0.8 × baseline",
+        ));
+        rows.push(Row::new(
+            format!("queries/s (GetOrder), {clients} clients, vs PostgreSQL"),
+            figure,
+            Some(("pgbench point SELECT on read_orders", select)),
+            "",
+        ));
+    }
+
+    let (command_rate, order_rate) = mode.rates();
+    eprintln!("3. read-model lag at {command_rate} commands/s");
+    let c = commands.clone();
+    let q = queries.clone();
+    let lag = fixed_rate(
+        &format!("CreateOrder then GetOrder(token) at {command_rate}/s"),
+        command_rate,
+        d,
+        move |seq| {
+            let mut commands = CommandServiceClient::new(c[seq as usize % CONNECTIONS].clone());
+            let mut queries = QueryServiceClient::new(q[seq as usize % CONNECTIONS].clone());
+            async move {
+                let order_id = id();
+                let written = commands
+                    .create_order(pb::CreateOrderRequest {
+                        command_id: id(),
+                        order_id: order_id.clone(),
+                        customer_id: id(),
+                        currency: "EUR".into(),
+                        lines: vec![],
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                let responded = Instant::now();
+                queries
+                    .get_order(pb::GetOrderRequest {
+                        order_id,
+                        consistency_token: written.result?.consistency_token,
+                    })
+                    .await
+                    .ok()?;
+                Some(responded.elapsed())
+            }
+        },
+    )
+    .await;
+    rows.push(Row::new(
+        format!("read-model lag at {command_rate} commands/s (command response → visible; includes one GetOrder)"),
+        lag,
+        None,
+        "p99 < 10 ms",
+    ));
+
+    eprintln!("4. saga: PlaceOrder → confirmed at {order_rate} orders/s");
+    let saga_sku = format!("SAGA-{}", &id()[..8]).to_uppercase();
+    setup
+        .create_product(pb::CreateProductRequest {
+            command_id: id(),
+            sku: saga_sku.clone(),
+            name: "Saga product".into(),
+            price: eur(100),
+            initial_stock: 1_000_000_000,
+        })
+        .await?;
+    let saga_op = {
+        let c = commands.clone();
+        let q = queries.clone();
+        move |seq: u64| {
+            let mut commands = CommandServiceClient::new(c[seq as usize % CONNECTIONS].clone());
+            let mut queries = QueryServiceClient::new(q[seq as usize % CONNECTIONS].clone());
+            let sku = saga_sku.clone();
+            async move { place_and_confirm(&mut commands, &mut queries, sku).await }
+        }
+    };
+    let saga = fixed_rate(
+        &format!("orders at {order_rate}/s"),
+        order_rate,
+        d,
+        saga_op.clone(),
+    )
+    .await;
+    rows.push(Row::new(
+        format!("saga PlaceOrder → confirmed at {order_rate} orders/s"),
+        saga,
+        None,
+        "p99 < 50 ms",
+    ));
+    let saturation = closed_loop("orders back to back x32", 32, d, move |client, seq| {
+        let op = saga_op.clone();
+        async move { op(seq * 64 + client as u64).await.is_some() }
+    })
+    .await;
+    rows.push(Row::new(
+        "saga saturation: confirmed orders/s, 32 clients".into(),
+        saturation,
+        None,
+        "",
+    ));
+    Ok(rows)
+}
+
+/// Creates and places an order, then follows it until confirmed; the latency is from the
+/// PlaceOrder response to the confirmed view.
+async fn place_and_confirm(
+    commands: &mut CommandServiceClient<Channel>,
+    queries: &mut QueryServiceClient<Channel>,
+    sku: String,
+) -> Option<Duration> {
+    let order_id = id();
+    commands
+        .create_order(pb::CreateOrderRequest {
+            command_id: id(),
+            order_id: order_id.clone(),
+            customer_id: id(),
+            currency: "EUR".into(),
+            lines: vec![pb::OrderLine {
+                sku,
+                quantity: 1,
+                unit_price: eur(100),
+            }],
+        })
+        .await
+        .ok()?;
+    let placed = commands
+        .place_order(pb::PlaceOrderRequest {
+            command_id: id(),
+            order_id: order_id.clone(),
+            payment_method: "card".into(),
+            expected_version: None,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let responded = Instant::now();
+    let mut stream = queries
+        .watch_order(pb::WatchOrderRequest {
+            order_id,
+            consistency_token: placed.result?.consistency_token,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    while let Ok(Some(update)) = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .ok()?
+    {
+        match update.order?.status.as_str() {
+            "confirmed" => return Some(responded.elapsed()),
+            "cancelled" => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Scenario 5: a full rebuild, beside an ordered scan of the same log.
+pub async fn rebuild(mode: Mode, database_url: &str) -> anyhow::Result<Vec<Row>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(database_url)
+        .await?;
+    let have: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    let missing = (mode.rebuild_events() - have).max(0);
+    eprintln!(
+        "5. rebuild: seeding {missing} events (orders of 10 events each) to reach {}",
+        mode.rebuild_events()
+    );
+    let orders = missing / 10;
+    // One order: OrderCreated then nine lines, in the stored JSON form the projector reads.
+    sqlx::query(
+        "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, occurred_at) \
+         SELECT gen_random_uuid(), md5('replay' || o)::uuid, 'Order', v, \
+           CASE WHEN v = 1 THEN 'OrderCreated' ELSE 'OrderLineAdded' END, \
+           CASE WHEN v = 1 THEN jsonb_build_object('schema_version', 2, 'order_id', md5('replay' || o)::uuid, \
+                  'customer_id', md5('c' || (o % 5000))::uuid, 'currency', 'EUR', 'lines', '[]'::jsonb) \
+                ELSE jsonb_build_object('schema_version', 1, 'order_id', md5('replay' || o)::uuid, \
+                  'line', jsonb_build_object('sku', 'SKU-' || v, 'quantity', 1, \
+                    'unit_price', jsonb_build_object('amount_minor', 100, 'currency', 'EUR'))) END, \
+           now() \
+         FROM generate_series(1, $1) AS o, generate_series(1, 10) AS v ORDER BY o, v",
+    )
+    .bind(orders)
+    .execute(&pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE events").execute(&pool).await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+
+    eprintln!("  ordered scan of {total} events (the replay limit)");
+    let started = Instant::now();
+    let scanned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT * FROM events ORDER BY transaction_id, global_position) AS ordered",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let scan = Stats {
+        ops: scanned as u64,
+        rate: scanned as f64 / started.elapsed().as_secs_f64(),
+        ..Stats::default()
+    };
+
+    eprintln!("  reading the whole log through the event store, 5000 per batch");
+    let store = PostgresEventStore::new(pool.clone());
+    let started = Instant::now();
+    let mut after = Position::START;
+    let mut read = 0u64;
+    loop {
+        let batch = store.read_all(after, 5000).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        read += batch.len() as u64;
+    }
+    let read_rate = Stats {
+        ops: read,
+        rate: read as f64 / started.elapsed().as_secs_f64(),
+        ..Stats::default()
+    };
+
+    eprintln!("  rebuilding the read models from {total} events");
+    let (progress, _) =
+        query_service::rebuild::rebuild(&pool, &store, |p| eprintln!("    {}", p.describe()))
+            .await?;
+    let figure = Stats {
+        ops: progress.done,
+        rate: progress.rate(),
+        ..Stats::default()
+    };
+    Ok(vec![
+        Row::new(
+            format!("rebuild events/s ({total} events)"),
+            figure.clone(),
+            Some(("ordered scan inside PostgreSQL", scan)),
+            "≥ 300,000 events/s",
+        ),
+        Row::new(
+            format!("rebuild events/s ({total} events), vs reading the log"),
+            figure,
+            Some(("event store read_all, no projection", read_rate)),
+            "",
+        ),
+    ])
+}
