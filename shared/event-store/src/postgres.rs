@@ -71,18 +71,19 @@ const QUERY_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS
 
 /// Reads below the oldest running transaction, in one statement and so one snapshot: every
 /// transaction below `pg_snapshot_xmin` has ended, so no event can appear later before the
-/// returned ones.
+/// returned ones. The columns are qualified because the output alias `transaction_id` (a
+/// bigint) would otherwise win in ORDER BY and turn an index scan into a sort of the table.
 const READ_ALL_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
      aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
      FROM events \
-     WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position \
+     WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2) \
+       AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY events.transaction_id, events.global_position \
      LIMIT $3";
 
 const HEAD_SQL: &str = "SELECT transaction_id::text::bigint, global_position FROM events \
-     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id DESC, global_position DESC LIMIT 1";
+     WHERE events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1";
 
 const SAVE_SNAPSHOT_SQL: &str = "INSERT INTO snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at) \
      VALUES ($1, $2, $3, $4, $5, $6) \

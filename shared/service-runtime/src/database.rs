@@ -34,6 +34,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, Database
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // A ping per acquire would add a round trip to every statement; a dead connection
+        // shows up as an I/O error instead, which maps to UNAVAILABLE.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(DatabaseError::Connect)?;
