@@ -2,10 +2,9 @@
 //!
 //! Requests arrive as gRPC calls ([`grpc`]), are parsed into domain commands at the edge
 //! ([`edge`]), and run through the [`pipeline`]: load the aggregates ([`domain`]), decide,
-//! append the events with optimistic concurrency and a durable idempotency record ([`db`]).
+//! append the events with optimistic concurrency and a durable idempotency record.
 
 pub mod commands;
-pub mod db;
 pub mod domain;
 pub mod edge;
 pub mod error;

@@ -4,7 +4,7 @@
 //!    request differs).
 //! 2. The aggregates the command needs are loaded: latest snapshot plus the events after it.
 //! 3. The pure domain decides; the events are appended with each aggregate's loaded version
-//!    as the expected version, in one transaction with the idempotency record.
+//!    as the expected version, in one statement with the idempotency record.
 //! 4. On a version conflict the whole command is loaded and decided again, up to
 //!    [`MAX_ATTEMPTS`] times, unless the client pinned an expected version.
 //! 5. After the commit, subscribers are woken and due snapshots are written in the
@@ -17,8 +17,8 @@ use domain_events::{
     values::{PaymentId, ProductId},
 };
 use event_store::{
-    AggregateId, EventEnvelope, EventId, EventStore, ExpectedVersion, Metadata, Position,
-    PostgresEventStore, Snapshot, StreamAppend, Version,
+    AggregateId, CommandRecord, CommandWrite, EventEnvelope, EventId, EventStore, ExpectedVersion,
+    Metadata, Position, PostgresEventStore, Snapshot, StreamAppend, Version,
 };
 use serde_json::json;
 use service_runtime::Clock;
@@ -26,7 +26,6 @@ use uuid::Uuid;
 
 use crate::{
     commands::{Command, Detail, Envelope, Outcome, Write},
-    db,
     domain::{
         Aggregate, DomainError, Order, OrderCommand, Payment, PaymentCommand, PaymentStatus,
         Product, ProductCommand,
@@ -99,16 +98,22 @@ impl Pipeline {
 
     /// The recorded outcome of an earlier request with the same command id.
     async fn replay(&self, envelope: &Envelope) -> Result<Option<Outcome>, CommandError> {
-        match db::find(self.store.pool(), envelope.command_id).await? {
-            None => Ok(None),
-            Some(recorded) if recorded.request_hash == envelope.request_hash => {
-                Ok(Some(recorded.outcome))
-            }
-            Some(_) => Err(CommandError::CommandIdReused(envelope.command_id)),
+        let Some(recorded) = self.store.find_command(envelope.command_id).await? else {
+            return Ok(None);
+        };
+        if recorded.request_hash != envelope.request_hash {
+            return Err(CommandError::CommandIdReused(envelope.command_id));
         }
+        let mut outcome: Outcome = serde_json::from_value(recorded.outcome).map_err(|err| {
+            CommandError::Internal(format!("recorded outcome does not decode: {err}"))
+        })?;
+        if let Some(position) = recorded.position {
+            outcome.position = position;
+        }
+        Ok(Some(outcome))
     }
 
-    /// Appends the session's events and records the outcome in one transaction. `Ok(None)`
+    /// Appends the session's events and records the command in one statement. `Ok(None)`
     /// when the command id was recorded concurrently.
     async fn commit(
         &self,
@@ -118,17 +123,7 @@ impl Pipeline {
     ) -> Result<Option<Outcome>, CommandError> {
         let now = self.clock.now();
         let streams = session.appends(envelope, now);
-        let mut tx = self.store.pool().begin().await?;
-        let appended = if streams.is_empty() {
-            None
-        } else {
-            Some(self.store.append_streams_in(&mut tx, &streams).await?)
-        };
-        let position = appended
-            .as_ref()
-            .map(|a| a.position)
-            .unwrap_or_else(|| session.last_position());
-        let outcome = Outcome {
+        let mut outcome = Outcome {
             writes: session
                 .entries
                 .iter()
@@ -137,28 +132,28 @@ impl Pipeline {
                     version: e.version().get(),
                 })
                 .collect(),
-            position,
+            // The store records the real position beside the outcome.
+            position: session.last_position(),
             detail,
         };
-        let recorded = db::record(
-            &mut tx,
-            envelope.command_id,
-            envelope.command_type,
-            &envelope.request_hash,
-            &outcome,
-            now,
-        )
-        .await?;
-        if !recorded {
-            tx.rollback().await?;
-            return Ok(None);
+        let record = CommandRecord {
+            command_id: envelope.command_id,
+            command_type: envelope.command_type,
+            request_hash: &envelope.request_hash,
+            outcome: serde_json::to_value(&outcome)
+                .map_err(|err| CommandError::Internal(format!("outcome does not encode: {err}")))?,
+            recorded_at: now,
+            position: outcome.position,
+        };
+        match self.store.append_command(&streams, record).await? {
+            CommandWrite::AlreadyRecorded => Ok(None),
+            CommandWrite::Appended(None) => Ok(Some(outcome)),
+            CommandWrite::Appended(Some(appended)) => {
+                outcome.position = appended.position;
+                self.snapshot_in_background(&session, outcome.position, now);
+                Ok(Some(outcome))
+            }
         }
-        tx.commit().await?;
-        if appended.is_some() {
-            self.store.notify_appended();
-            self.snapshot_in_background(&session, position, now);
-        }
-        Ok(Some(outcome))
     }
 
     /// Writes a snapshot of every aggregate whose new version crossed a multiple of the

@@ -162,7 +162,7 @@ async fn read_models_equal_the_fold_of_the_log(pool: PgPool) {
     for _ in 0..300 {
         random_command(&mut sys.commands, &mut rng, &mut orders, &skus).await;
     }
-    let status = caught_up(&mut sys.queries).await;
+    let status = caught_up(&mut sys.queries, &pool).await;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await

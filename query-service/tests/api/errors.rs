@@ -192,7 +192,7 @@ async fn lists_page_through_everything_newest_first(pool: PgPool) {
         created.push(create_order(&mut sys.commands, &customer, vec![]).await.0);
     }
     create_order(&mut sys.commands, &id(), vec![]).await;
-    caught_up(&mut sys.queries).await;
+    caught_up(&mut sys.queries, &pool).await;
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {

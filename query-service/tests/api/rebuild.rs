@@ -24,7 +24,7 @@ async fn a_rebuild_under_load_matches_the_live_read_model(pool: PgPool) {
             .await
             .unwrap();
     }
-    caught_up(&mut sys.queries).await;
+    caught_up(&mut sys.queries, &pool).await;
 
     // Writers keep going while the rebuild runs.
     let writer = {
@@ -65,7 +65,7 @@ async fn a_rebuild_under_load_matches_the_live_read_model(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(product.into_inner().product.unwrap().sku, "SKU-1");
-    caught_up(&mut sys.queries).await;
+    caught_up(&mut sys.queries, &pool).await;
     assert_same_model(&stored_model(&pool).await, &folded_model(&pool).await);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'rebuild_%' OR tablename LIKE 'retired_%'")
         .fetch_one(&pool)

@@ -84,7 +84,7 @@ async fn a_restart_resumes_from_the_checkpoint_without_applying_twice(pool: PgPo
         .consistency_token
     };
     place_and_confirm(&mut sys.commands).await;
-    caught_up(&mut sys.queries).await;
+    caught_up(&mut sys.queries, &pool).await;
     sys.query.stop().await.unwrap();
 
     // Written while query-service is down.
@@ -106,7 +106,7 @@ async fn a_restart_resumes_from_the_checkpoint_without_applying_twice(pool: PgPo
         vec![eur(1200).unwrap()],
         "totals would double if events were applied twice"
     );
-    let status = caught_up(&mut q).await;
+    let status = caught_up(&mut q, &pool).await;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await
@@ -176,7 +176,7 @@ async fn a_second_instance_stands_by_and_takes_over(pool: PgPool) {
         .unwrap()
         .into_inner();
     assert!(status.leader, "the survivor must have taken over");
-    caught_up(&mut survivor).await;
+    caught_up(&mut survivor, &pool).await;
     assert_same_model(&stored_model(&pool).await, &folded_model(&pool).await);
 }
 
@@ -266,7 +266,7 @@ async fn an_unknown_event_type_is_skipped_and_counted(pool: PgPool) {
     .unwrap();
     let (order_id, token) = create_order(&mut sys.commands, &id(), vec![]).await;
     get_order(&mut sys.queries, &order_id, &token).await;
-    let status = caught_up(&mut sys.queries).await;
+    let status = caught_up(&mut sys.queries, &pool).await;
     assert_eq!(status.unknown_skipped, 1);
     assert_eq!(status.state, "running");
 }

@@ -228,7 +228,7 @@ pub async fn count_events(pool: &PgPool, event_type: &str, order_id: &str) -> i6
 /// The order as query-service shows it once it has caught up with the saga's last write.
 pub async fn order_view(q: &mut Queries, pool: &PgPool, order_id: &str) -> pb::OrderView {
     let (tx, pos): (i64, i64) =
-        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events ORDER BY global_position DESC LIMIT 1")
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events ORDER BY transaction_id DESC, global_position DESC LIMIT 1")
             .fetch_one(pool)
             .await
             .unwrap();
@@ -245,7 +245,7 @@ pub async fn order_view(q: &mut Queries, pool: &PgPool, order_id: &str) -> pb::O
 
 pub async fn product_view(q: &mut Queries, pool: &PgPool, sku: &str) -> pb::ProductView {
     let (tx, pos): (i64, i64) =
-        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events ORDER BY global_position DESC LIMIT 1")
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events ORDER BY transaction_id DESC, global_position DESC LIMIT 1")
             .fetch_one(pool)
             .await
             .unwrap();

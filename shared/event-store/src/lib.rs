@@ -31,7 +31,9 @@ pub use error::{Error, InvalidAppend, Result};
 pub use ids::{AggregateId, EventId, Version};
 pub use memory::InMemoryEventStore;
 pub use position::{ParsePositionError, Position};
-pub use postgres::{NOTIFY_CHANNEL, Notifier, PostgresEventStore};
+pub use postgres::{
+    CommandRecord, CommandWrite, NOTIFY_CHANNEL, Notifier, PostgresEventStore, RecordedCommand,
+};
 pub use query::EventQuery;
 pub use snapshot::Snapshot;
 pub use store::{

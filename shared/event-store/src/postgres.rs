@@ -21,10 +21,13 @@ pub const NOTIFY_CHANNEL: &str = "event_store_appended";
 /// takes the version it computed.
 const ANY_VERSION_ATTEMPTS: usize = 5;
 
-/// Appends every stream's events in one statement: checks each stream's version, numbers
-/// the events after it, and inserts them, all or nothing. An empty result means a version
-/// check failed; a unique violation means a concurrent writer or a stored event id.
-const APPEND_SQL: &str = r#"
+/// The common head of the append statements: checks each stream's version, numbers the
+/// events after it, and inserts them (CTE `appended`), all or nothing. An empty result means
+/// a version check failed; a unique violation means a concurrent writer, a stored event id or
+/// (with a command record) a recorded command id.
+macro_rules! append_head {
+    () => {
+        r#"
 WITH expected AS (
     SELECT e.aggregate_id, e.expected_version,
            coalesce((SELECT max(v.version) FROM events v WHERE v.aggregate_id = e.aggregate_id), 0) AS current_version
@@ -36,14 +39,37 @@ WITH expected AS (
     FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::timestamptz[])
          WITH ORDINALITY AS i(event_id, aggregate_id, aggregate_type, event_type, payload, metadata, occurred_at, ord)
     JOIN expected x USING (aggregate_id)
+), appended AS (
+    INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at)
+    SELECT event_id, aggregate_id, aggregate_type, new_version, event_type, payload, metadata, occurred_at
+    FROM input
+    WHERE (SELECT ok FROM checked)
+    ORDER BY ord
+    RETURNING global_position, transaction_id::text::bigint AS transaction_id, aggregate_id, version
+)"#
+    };
+}
+
+/// Appends events.
+const APPEND_SQL: &str = concat!(append_head!(), "\nSELECT * FROM appended");
+
+/// Appends a command's events and records the command in the same statement, so both
+/// commit with one WAL flush and no explicit transaction.
+const APPEND_RECORDED_SQL: &str = concat!(
+    append_head!(),
+    r#", recorded AS (
+    INSERT INTO command_log (command_id, command_type, request_hash, outcome, transaction_id, global_position, recorded_at)
+    SELECT $10, $11, $12, $13, max(transaction_id), max(global_position), $14 FROM appended HAVING count(*) > 0
 )
-INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at)
-SELECT event_id, aggregate_id, aggregate_type, new_version, event_type, payload, metadata, occurred_at
-FROM input
-WHERE (SELECT ok FROM checked)
-ORDER BY ord
-RETURNING global_position, transaction_id::text::bigint AS transaction_id, aggregate_id, version
-"#;
+SELECT * FROM appended"#
+);
+
+/// Records a command that appended nothing.
+const RECORD_SQL: &str = "INSERT INTO command_log (command_id, command_type, request_hash, outcome, transaction_id, \
+     global_position, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const FIND_COMMAND_SQL: &str = "SELECT request_hash, outcome, transaction_id, global_position FROM command_log \
+     WHERE command_id = $1";
 
 const STREAM_VERSIONS_SQL: &str = "SELECT s.id, coalesce((SELECT max(version) FROM events WHERE aggregate_id = s.id), 0) \
      FROM unnest($1::uuid[]) AS s(id)";
@@ -134,9 +160,9 @@ impl PostgresEventStore {
             .execute(&mut *conn)
             .await
             .map_err(Error::from_sqlx)?;
-        match try_append(conn, streams).await? {
+        match try_append(conn, streams, None).await? {
             Attempt::Written(result) => Ok(result),
-            Attempt::StoredEventId | Attempt::Conflict => {
+            Attempt::StoredEventId | Attempt::Conflict | Attempt::CommandRecorded => {
                 sqlx::query("ROLLBACK TO SAVEPOINT event_store_append")
                     .execute(&mut *conn)
                     .await
@@ -144,6 +170,69 @@ impl PostgresEventStore {
                 explain_failure(conn, streams).await?
             }
         }
+    }
+
+    /// Appends a command's events and records the command (its id, request hash and outcome)
+    /// in one statement: either both are stored or neither. With no events, only the
+    /// record is written, at `record.position`. [`CommandWrite::AlreadyRecorded`] means the
+    /// command id was recorded first (by a concurrent retry, say): look it up with
+    /// [`PostgresEventStore::find_command`]. Subscribers are woken after the write.
+    pub async fn append_command(
+        &self,
+        streams: &[StreamAppend],
+        record: CommandRecord<'_>,
+    ) -> Result<CommandWrite> {
+        let mut conn = self.pool.acquire().await.map_err(Error::from_sqlx)?;
+        if streams.is_empty() {
+            let written = sqlx::query(RECORD_SQL)
+                .bind(record.command_id)
+                .bind(record.command_type)
+                .bind(record.request_hash)
+                .bind(sqlx::types::Json(&record.outcome))
+                .bind(record.position.transaction_id as i64)
+                .bind(record.position.global_position as i64)
+                .bind(record.recorded_at)
+                .execute(&mut *conn)
+                .await;
+            return match written {
+                Ok(_) => Ok(CommandWrite::Appended(None)),
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+                    Ok(CommandWrite::AlreadyRecorded)
+                }
+                Err(err) => Err(Error::from_sqlx(err)),
+            };
+        }
+        validate(streams)?;
+        match try_append(&mut conn, streams, Some(&record)).await? {
+            Attempt::Written(result) => {
+                self.notify_appended();
+                Ok(CommandWrite::Appended(Some(result)))
+            }
+            Attempt::CommandRecorded => Ok(CommandWrite::AlreadyRecorded),
+            Attempt::StoredEventId | Attempt::Conflict => {
+                match explain_failure(&mut conn, streams).await? {
+                    // Every event is stored: the same command was written by a concurrent retry.
+                    Ok(_) => Ok(CommandWrite::AlreadyRecorded),
+                    Err(err) => Err(err),
+                }
+            }
+        }
+    }
+
+    /// A recorded command: its request hash, outcome and the position it was written at.
+    pub async fn find_command(&self, command_id: uuid::Uuid) -> Result<Option<RecordedCommand>> {
+        let row: Option<CommandRow> = sqlx::query_as(FIND_COMMAND_SQL)
+            .bind(command_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::from_sqlx)?;
+        Ok(row.map(|(request_hash, outcome, tx, pos)| RecordedCommand {
+            request_hash,
+            outcome: outcome.0,
+            position: tx
+                .zip(pos)
+                .map(|(tx, pos)| Position::new(tx as u64, pos as u64)),
+        }))
     }
 
     /// Wakes subscribers: asks the notifier to send one NOTIFY soon, outside any append
@@ -155,6 +244,44 @@ impl PostgresEventStore {
     }
 }
 
+/// A command's idempotency record, written with its events.
+#[derive(Debug, Clone)]
+pub struct CommandRecord<'a> {
+    /// The client's idempotency key.
+    pub command_id: uuid::Uuid,
+    /// What kind of command (the RPC name).
+    pub command_type: &'a str,
+    /// A hash of the whole request, to tell a retry from a different request.
+    pub request_hash: &'a [u8],
+    /// What the command did, returned again on a retry.
+    pub outcome: serde_json::Value,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// The position to record when the command appends nothing (its aggregates' last
+    /// event); with events, the position of the last one is recorded instead.
+    pub position: Position,
+}
+
+/// A command recorded earlier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCommand {
+    /// The request's hash then.
+    pub request_hash: Vec<u8>,
+    /// What the command did then.
+    pub outcome: serde_json::Value,
+    /// Where its last event (or its aggregates' last event) is.
+    pub position: Option<Position>,
+}
+
+/// What [`PostgresEventStore::append_command`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandWrite {
+    /// Stored: the append's result, or `None` when the command had no events.
+    Appended(Option<MultiAppendResult>),
+    /// The command id was recorded before; nothing was written.
+    AlreadyRecorded,
+}
+
 /// Outcome of one append statement.
 enum Attempt {
     Written(MultiAppendResult),
@@ -162,9 +289,15 @@ enum Attempt {
     Conflict,
     /// A stored event id collided.
     StoredEventId,
+    /// The command id is recorded already.
+    CommandRecorded,
 }
 
-async fn try_append(conn: &mut PgConnection, streams: &[StreamAppend]) -> Result<Attempt> {
+async fn try_append(
+    conn: &mut PgConnection,
+    streams: &[StreamAppend],
+    record: Option<&CommandRecord<'_>>,
+) -> Result<Attempt> {
     let mut stream_ids = Vec::with_capacity(streams.len());
     let mut expected = Vec::with_capacity(streams.len());
     for stream in streams {
@@ -193,7 +326,12 @@ async fn try_append(conn: &mut PgConnection, streams: &[StreamAppend]) -> Result
         metadata.push(sqlx::types::Json(&event.metadata));
         occurred.push(event.timestamp);
     }
-    let rows = sqlx::query(APPEND_SQL)
+    let sql = if record.is_some() {
+        APPEND_RECORDED_SQL
+    } else {
+        APPEND_SQL
+    };
+    let mut query = sqlx::query(sql)
         .bind(&stream_ids)
         .bind(&expected)
         .bind(&event_ids)
@@ -202,16 +340,22 @@ async fn try_append(conn: &mut PgConnection, streams: &[StreamAppend]) -> Result
         .bind(&event_types)
         .bind(&payloads)
         .bind(&metadata)
-        .bind(&occurred)
-        .fetch_all(&mut *conn)
-        .await;
-    let rows = match rows {
+        .bind(&occurred);
+    if let Some(record) = record {
+        query = query
+            .bind(record.command_id)
+            .bind(record.command_type)
+            .bind(record.request_hash)
+            .bind(sqlx::types::Json(&record.outcome))
+            .bind(record.recorded_at);
+    }
+    let rows = match query.fetch_all(&mut *conn).await {
         Ok(rows) => rows,
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-            return Ok(if db.constraint() == Some("events_event_id_key") {
-                Attempt::StoredEventId
-            } else {
-                Attempt::Conflict
+            return Ok(match db.constraint() {
+                Some("events_event_id_key") => Attempt::StoredEventId,
+                Some("command_log_pkey") => Attempt::CommandRecorded,
+                _ => Attempt::Conflict,
             });
         }
         Err(err) => return Err(Error::from_sqlx(err)),
@@ -311,13 +455,13 @@ impl EventStore for PostgresEventStore {
         let attempts = if any_only { ANY_VERSION_ATTEMPTS } else { 1 };
         let mut conn = self.pool.acquire().await.map_err(Error::from_sqlx)?;
         for attempt in 1..=attempts {
-            match try_append(&mut conn, &streams).await? {
+            match try_append(&mut conn, &streams, None).await? {
                 Attempt::Written(result) => {
                     self.notify_appended();
                     return Ok(result);
                 }
                 Attempt::Conflict if attempt < attempts => continue,
-                Attempt::Conflict | Attempt::StoredEventId => {}
+                Attempt::Conflict | Attempt::StoredEventId | Attempt::CommandRecorded => {}
             }
             // Autocommit: the failed statement left nothing behind to roll back.
             return explain_failure(&mut conn, &streams).await?;
@@ -425,6 +569,14 @@ impl EventStore for PostgresEventStore {
         ))
     }
 }
+
+/// A stored command row: request hash, outcome, transaction id, global position.
+type CommandRow = (
+    Vec<u8>,
+    sqlx::types::Json<serde_json::Value>,
+    Option<i64>,
+    Option<i64>,
+);
 
 /// A stored snapshot row: type, version, schema version, state, time taken.
 type SnapshotRow = (
