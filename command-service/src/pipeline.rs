@@ -1,8 +1,8 @@
-//! The command pipeline: idempotency check, load, decide, append, record.
+//! The command pipeline: load, decide, append and record, exactly once per command id.
 //!
-//! 1. A command id seen before returns the recorded outcome (or ALREADY_EXISTS when the
-//!    request differs).
-//! 2. The aggregates the command needs are loaded: latest snapshot plus the events after it.
+//! 1. The aggregates the command needs are loaded: latest snapshot plus the events after it.
+//! 2. A command id seen before returns the recorded outcome (or ALREADY_EXISTS when the
+//!    request differs); it is looked up only when the command would otherwise fail.
 //! 3. The pure domain decides; the events are appended with each aggregate's loaded version
 //!    as the expected version, in one statement with the idempotency record.
 //! 4. On a version conflict the whole command is loaded and decided again, up to
@@ -60,16 +60,22 @@ impl Pipeline {
     }
 
     /// Executes a command once, however often it is sent.
+    ///
+    /// The idempotency log is read only when something stops the command: a retry that
+    /// decides the same way collides with its own record (or its own event ids) in the
+    /// append, and a retry the new state would refuse is recognised before the refusal is
+    /// returned. The common case, a new command, costs no lookup.
     pub async fn execute(&self, envelope: &Envelope) -> Result<Outcome, CommandError> {
-        if let Some(outcome) = self.replay(envelope).await? {
-            return Ok(outcome);
-        }
         let _turn = self.locks.lock(lock_keys(&envelope.command)).await;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut session = Session::new(&self.store);
-            let detail = decide(&envelope.command, &mut session, envelope.expected_version).await?;
+            let detail =
+                match decide(&envelope.command, &mut session, envelope.expected_version).await {
+                    Ok(detail) => detail,
+                    Err(err) => return self.replay_or(envelope, err).await,
+                };
             match self.commit(envelope, session, detail).await {
                 Ok(Some(outcome)) => return Ok(outcome),
                 // A concurrent request with the same command id committed first.
@@ -91,8 +97,23 @@ impl Pipeline {
                     tokio::time::sleep(std::time::Duration::from_millis(attempt as u64 + jitter))
                         .await;
                 }
-                Err(err) => return Err(err),
+                Err(err) => return self.replay_or(envelope, err).await,
             }
+        }
+    }
+
+    /// The recorded outcome if the command id was used before, else `err`.
+    async fn replay_or(
+        &self,
+        envelope: &Envelope,
+        err: CommandError,
+    ) -> Result<Outcome, CommandError> {
+        match self.replay(envelope).await {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Err(err),
+            Err(CommandError::CommandIdReused(id)) => Err(CommandError::CommandIdReused(id)),
+            // The lookup failing too (database down) says no more than the first error.
+            Err(_) => Err(err),
         }
     }
 

@@ -30,6 +30,14 @@ async fn a_customer_cancellation_while_the_saga_runs_is_compensated(pool: PgPool
     })
     .await
     .unwrap();
+    // The saga learns of the cancellation from the log and turns to compensation while its
+    // own command-service is still away; only then does command-service come back.
+    let compensating = wait_for_saga(&mut s, &order_id, |s| s.state == "compensating").await;
+    assert_eq!(
+        compensating.remaining_steps,
+        vec!["cancel_order"],
+        "nothing was reserved, so nothing to release"
+    );
     let _back = start_command_service_at(&pool, down).await;
     let saga = finished(&mut s, &order_id).await;
     assert_eq!(saga.state, "compensated");
