@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use contracts::orders::v1 as pb;
 use event_store::Position;
-use service_runtime::edge::FieldViolations;
+use service_runtime::edge::{FieldViolations, decode_page_token, encode_page_token};
 use tonic::Status;
 use uuid::Uuid;
 
@@ -98,7 +98,7 @@ impl Fields {
         if s.is_empty() {
             return Some(None);
         }
-        let cursor = decode_token(s).and_then(|text| {
+        let cursor = decode_page_token(s).and_then(|text| {
             let (micros, id) = text.split_once('|')?;
             Some(OrderCursor {
                 created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
@@ -120,7 +120,7 @@ impl Fields {
         if s.is_empty() {
             return Some(None);
         }
-        match decode_token(s).filter(|sku| domain_events::values::Sku::parse(sku).is_ok()) {
+        match decode_page_token(s).filter(|sku| domain_events::values::Sku::parse(sku).is_ok()) {
             Some(sku) => Some(Some(sku)),
             None => {
                 self.0
@@ -142,25 +142,9 @@ impl Default for Fields {
     }
 }
 
-/// Page tokens are opaque to clients: hex of a short text.
-fn encode_token(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_token(token: &str) -> Option<String> {
-    if !token.len().is_multiple_of(2) || token.len() > 512 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
-}
-
 /// The token for the page after `last`.
 pub fn order_page_token(last: &OrderView) -> String {
-    encode_token(&format!(
+    encode_page_token(&format!(
         "{}|{}",
         last.created_at.timestamp_micros(),
         last.order_id
@@ -169,7 +153,7 @@ pub fn order_page_token(last: &OrderView) -> String {
 
 /// The token for the page after `last`.
 pub fn product_page_token(last: &ProductView) -> String {
-    encode_token(&last.sku)
+    encode_page_token(&last.sku)
 }
 
 /// How long a call may wait for its consistency token: a little less than its

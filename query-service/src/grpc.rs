@@ -5,6 +5,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use chrono::Utc;
 use contracts::orders::v1::{self as pb, query_service_server::QueryService};
 use event_store::{AggregateId, EventStore, Position, PostgresEventStore};
+use service_runtime::edge::database_status as db_error;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -57,20 +58,6 @@ impl QueryApi {
                 "the read models have not reached consistency token {token} after {} ms; retry later",
                 wait.as_millis()
             ))),
-        }
-    }
-}
-
-/// Maps a database failure to UNAVAILABLE or INTERNAL, logging the cause, never sending it.
-fn db_error(err: sqlx::Error) -> Status {
-    match event_store::Error::from_sqlx(err) {
-        event_store::Error::Unavailable(source) => {
-            tracing::warn!(error = %source, "database unavailable");
-            Status::unavailable("the database is unavailable; retry later")
-        }
-        other => {
-            tracing::error!(error = ?other, "query failed");
-            Status::internal("internal error")
         }
     }
 }

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use contracts::orders::v1::{self as pb, saga_service_server::SagaService};
-use service_runtime::{Clock, edge::FieldViolations};
+use service_runtime::{
+    Clock,
+    edge::{FieldViolations, database_status as db_error, decode_page_token, encode_page_token},
+};
 use sqlx::{Connection, PgPool};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -57,19 +60,6 @@ impl SagaApi {
         tx.commit().await.map_err(db_error)?;
         self.work.notify_waiters();
         Ok(saga)
-    }
-}
-
-fn db_error(err: sqlx::Error) -> Status {
-    match event_store::Error::from_sqlx(err) {
-        event_store::Error::Unavailable(source) => {
-            tracing::warn!(error = %source, "database unavailable");
-            Status::unavailable("the database is unavailable; retry later")
-        }
-        other => {
-            tracing::error!(error = ?other, "saga query failed");
-            Status::internal("internal error")
-        }
     }
 }
 
@@ -132,21 +122,11 @@ const STATES: [&str; 5] = [
 ];
 
 fn encode_token(t: DateTime<Utc>, id: Uuid) -> String {
-    format!("{}|{id}", t.timestamp_micros())
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    encode_page_token(&format!("{}|{id}", t.timestamp_micros()))
 }
 
 fn decode_token(token: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    if !token.len().is_multiple_of(2) || token.len() > 256 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-        .collect();
-    let text = String::from_utf8(bytes?).ok()?;
+    let text = decode_page_token(token)?;
     let (micros, id) = text.split_once('|')?;
     Some((
         DateTime::from_timestamp_micros(micros.parse().ok()?)?,

@@ -1,4 +1,6 @@
-//! Turning bad request fields into `INVALID_ARGUMENT` with BadRequest field violations.
+//! The edge of every service: bad request fields become `INVALID_ARGUMENT` with BadRequest
+//! field violations, database failures become `UNAVAILABLE` or `INTERNAL`, and page tokens
+//! stay opaque.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -70,4 +72,36 @@ pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     let mut v = FieldViolations::new();
     v.add(field, description);
     v.into_status()
+}
+
+/// A database failure as a status: `UNAVAILABLE` when the database cannot be reached,
+/// `INTERNAL` otherwise. The cause is logged, never sent.
+pub fn database_status(err: sqlx::Error) -> Status {
+    match event_store::Error::from_sqlx(err) {
+        event_store::Error::Unavailable(source) => {
+            tracing::warn!(error = %source, "database unavailable");
+            Status::unavailable("the database is unavailable; retry later")
+        }
+        other => {
+            tracing::error!(error = ?other, "database query failed");
+            Status::internal("internal error")
+        }
+    }
+}
+
+/// Page tokens are opaque to clients: the hex of a short text the service chose.
+pub fn encode_page_token(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text inside a page token, or `None` if it is not one this service made.
+pub fn decode_page_token(token: &str) -> Option<String> {
+    if !token.len().is_multiple_of(2) || token.len() > 512 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
