@@ -95,10 +95,19 @@ pub async fn serve(
     };
     // `serve_with_incoming` ignores the server's nodelay setting, so set it per connection:
     // without it Nagle's algorithm and delayed ACKs add tens of milliseconds to small calls.
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        let stream = stream?;
-        stream.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(stream)
+    // An error item would stop the whole server, so a failed accept (or a connection that
+    // is gone before nodelay could be set) is logged and skipped instead.
+    let incoming = TcpListenerStream::new(listener).filter_map(|accepted| match accepted {
+        Ok(stream) => {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY; the peer is probably gone");
+            }
+            Some(Ok::<_, std::io::Error>(stream))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "accepting a connection failed");
+            None
+        }
     });
     router.serve_with_incoming_shutdown(incoming, signal).await
 }

@@ -6,6 +6,9 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// The URL of the database behind `pool` (one that `#[sqlx::test]` created), so a service
 /// under test can open its own pool to it.
@@ -66,16 +69,31 @@ impl Running {
         }
     }
 
-    /// A channel to the service (one HTTP/2 connection), waiting until it accepts.
+    /// A channel to the service (one HTTP/2 connection), once the service reports SERVING.
+    ///
+    /// The listener is bound before the service starts, so a TCP connection alone proves
+    /// nothing: the service may still be connecting to its database. Tests that then break
+    /// the database on purpose need it fully up first.
     pub async fn channel(&self) -> Channel {
         let endpoint = Endpoint::from_shared(format!("http://{}", self.addr)).expect("endpoint");
-        for _ in 0..200 {
+        for _ in 0..400 {
             if let Ok(channel) = endpoint.connect().await {
-                return channel;
+                let mut health = HealthClient::new(channel.clone());
+                let check = health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await;
+                if check.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving) {
+                    return channel;
+                }
+            }
+            if self.task.is_finished() {
+                panic!("the service at {} stopped during start-up", self.addr);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("the service at {} never accepted a connection", self.addr);
+        panic!("the service at {} never reported SERVING", self.addr);
     }
 
     /// Graceful shutdown; returns what `run` returned.
