@@ -9,7 +9,8 @@ use tonic::transport::server::Router;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 /// The reflection services (v1 and v1alpha: grpcurl 1.8 only speaks v1alpha), listing
-/// `service` and the health service, and able to describe every message in `proto/`.
+/// `service` and the health service, and able to describe every message in `proto/` and the
+/// google.rpc error details the services send.
 pub fn reflection(
     service: &'static str,
 ) -> (
@@ -24,6 +25,8 @@ pub fn reflection(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(contracts::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc error details, so clients can decode BadRequest, ErrorInfo, ...
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .with_service_name(service)
             .with_service_name("grpc.health.v1.Health")
     };
