@@ -71,12 +71,6 @@ impl From<event_store::Error> for CommandError {
     }
 }
 
-impl From<sqlx::Error> for CommandError {
-    fn from(err: sqlx::Error) -> Self {
-        event_store::Error::from_sqlx(err).into()
-    }
-}
-
 impl From<CommandError> for Status {
     fn from(err: CommandError) -> Self {
         match err {

@@ -5,7 +5,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use chrono::Utc;
 use contracts::orders::v1::{self as pb, query_service_server::QueryService};
 use event_store::{AggregateId, EventStore, Position, PostgresEventStore};
-use service_runtime::edge::database_status as db_error;
+use service_runtime::edge::{database_status as db_error, split_page};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -204,15 +204,7 @@ impl QueryService for QueryApi {
         let mut orders = db::list_orders(&self.pool, customer, status.as_deref(), cursor, size + 1)
             .await
             .map_err(db_error)?;
-        let next_page_token = if orders.len() as i64 > size {
-            orders.truncate(size as usize);
-            orders
-                .last()
-                .map(edge::order_page_token)
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = split_page(&mut orders, size, edge::order_page_token);
         Ok(Response::new(pb::ListOrdersResponse {
             orders: orders.iter().map(Into::into).collect(),
             next_page_token,
@@ -292,15 +284,7 @@ impl QueryService for QueryApi {
         let mut products = db::list_products(&self.pool, cursor.as_deref(), size + 1)
             .await
             .map_err(db_error)?;
-        let next_page_token = if products.len() as i64 > size {
-            products.truncate(size as usize);
-            products
-                .last()
-                .map(edge::product_page_token)
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = split_page(&mut products, size, edge::product_page_token);
         Ok(Response::new(pb::ListProductsResponse {
             products: products.iter().map(Into::into).collect(),
             next_page_token,

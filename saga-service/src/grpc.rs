@@ -6,7 +6,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use contracts::orders::v1::{self as pb, saga_service_server::SagaService};
 use service_runtime::{
     Clock,
-    edge::{FieldViolations, database_status as db_error, decode_page_token, encode_page_token},
+    edge::{
+        FieldViolations, database_status as db_error, decode_page_token, encode_page_token,
+        split_page,
+    },
 };
 use sqlx::{Connection, PgPool};
 use tokio::sync::Notify;
@@ -186,15 +189,8 @@ impl SagaService for SagaApi {
         let mut sagas = db::list(&self.pool, state, cursor, size + 1)
             .await
             .map_err(db_error)?;
-        let next_page_token = if sagas.len() as i64 > size {
-            sagas.truncate(size as usize);
-            sagas
-                .last()
-                .map(|s| encode_token(s.created_at, s.order_id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            split_page(&mut sagas, size, |s| encode_token(s.created_at, s.order_id));
         Ok(Response::new(pb::ListSagasResponse {
             sagas: sagas.iter().map(Into::into).collect(),
             next_page_token,
