@@ -329,6 +329,10 @@ async fn a_malformed_correlation_id_is_invalid(pool: PgPool) {
 async fn an_unreachable_database_is_unavailable(pool: PgPool) {
     let app = spawn_app(&pool).await;
     let mut c = app.client.clone();
+    // Connected while the service is SERVING: `channel()` waits for SERVING, which is
+    // exactly what will stop being true.
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(app.running.channel().await);
     // Cut the service's connections and refuse new ones to its database.
     // A database cannot lock itself out, so do it from the server's maintenance database.
     let database = pool.connect_options().get_database().unwrap().to_owned();
@@ -362,8 +366,6 @@ async fn an_unreachable_database_is_unavailable(pool: PgPool) {
         "no database text reaches a client"
     );
 
-    let mut health =
-        tonic_health::pb::health_client::HealthClient::new(app.running.channel().await);
     let mut serving = true;
     for _ in 0..40 {
         let status = health

@@ -185,6 +185,8 @@ async fn a_poison_event_stops_the_projection_visibly(pool: PgPool) {
     let mut sys = start(&pool).await;
     let (order_id, token) = create_order(&mut sys.commands, &id(), vec![]).await;
     get_order(&mut sys.queries, &order_id, &token).await;
+    // Connected while SERVING: `channel()` waits for SERVING, which is about to end.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(sys.query.channel().await);
     // A stored event whose payload breaks its own schema.
     sqlx::query(
         "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, occurred_at) \
@@ -194,7 +196,6 @@ async fn a_poison_event_stops_the_projection_visibly(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(sys.query.channel().await);
     let mut stopped = None;
     for _ in 0..100 {
         let status = sys

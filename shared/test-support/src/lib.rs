@@ -73,7 +73,8 @@ impl Running {
     ///
     /// The listener is bound before the service starts, so a TCP connection alone proves
     /// nothing: the service may still be connecting to its database. Tests that then break
-    /// the database on purpose need it fully up first.
+    /// the database on purpose need it fully up first, and must take their channels before
+    /// they break it.
     pub async fn channel(&self) -> Channel {
         let endpoint = Endpoint::from_shared(format!("http://{}", self.addr)).expect("endpoint");
         for _ in 0..400 {
