@@ -103,14 +103,31 @@ const INSERT_SCRIPT: &str = "INSERT INTO bench_events (event_id, aggregate_id, a
      payload, metadata, occurred_at) VALUES (gen_random_uuid(), gen_random_uuid(), 'Order', 1, 'OrderCreated', \
      '{\"schema_version\": 2, \"currency\": \"EUR\", \"lines\": []}', '{}', now());\n";
 
-/// Scenarios 1 to 4.
+/// The scenarios `load` can be limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// 1: commands on distinct aggregates.
+    Commands,
+    /// 1b: commands on one hot aggregate.
+    Hot,
+    /// 2: GetOrder.
+    Queries,
+    /// 3: read-model lag.
+    Lag,
+    /// 4: the saga.
+    Saga,
+}
+
+/// Scenarios 1 to 4 (those in `only`, or all when it is empty).
 pub async fn run(
     mode: Mode,
     command_url: &str,
     query_url: &str,
     database_url: &str,
     pgbench_bin: &str,
+    only: &[Scenario],
 ) -> anyhow::Result<Vec<Row>> {
+    let wants = |scenario| only.is_empty() || only.contains(&scenario);
     let pool = PgPool::connect(database_url).await?;
     let commands = Arc::new(channels(command_url).await?);
     let queries = Arc::new(channels(query_url).await?);
@@ -123,8 +140,14 @@ pub async fn run(
         .execute(&pool)
         .await?;
 
+    let mut setup = CommandServiceClient::new(commands[0].clone());
+    let command_clients = if wants(Scenario::Commands) {
+        mode.clients()
+    } else {
+        vec![]
+    };
     eprintln!("1. commands: one event each, on distinct aggregates");
-    for &clients in &mode.clients() {
+    for &clients in &command_clients {
         let c = commands.clone();
         let customer = id();
         let figure = closed_loop(
@@ -165,8 +188,30 @@ pub async fn run(
         ));
     }
 
+    if wants(Scenario::Hot) {
+        hot_aggregate(mode, &commands, &mut setup, &mut rows).await?;
+    }
+    if wants(Scenario::Queries) {
+        queries_scenario(mode, &pool, &queries, pgbench_bin, database_url, &mut rows).await?;
+    }
+    if wants(Scenario::Lag) {
+        lag_scenario(mode, &commands, &queries, &mut rows).await;
+    }
+    if wants(Scenario::Saga) {
+        saga_scenario(mode, &commands, &queries, &mut setup, &mut rows).await?;
+    }
+    Ok(rows)
+}
+
+/// Scenario 1b: one hot aggregate.
+async fn hot_aggregate(
+    mode: Mode,
+    commands: &Arc<Vec<Channel>>,
+    setup: &mut CommandServiceClient<Channel>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let d = mode.duration();
     eprintln!("1b. commands on one hot aggregate");
-    let mut setup = CommandServiceClient::new(commands[0].clone());
     let hot_sku = format!("HOT-{}", &id()[..8]).to_uppercase();
     setup
         .create_product(pb::CreateProductRequest {
@@ -205,7 +250,19 @@ pub async fn run(
         None,
         "",
     ));
+    Ok(())
+}
 
+/// Scenario 2: GetOrder against the bare gRPC and PostgreSQL limits.
+async fn queries_scenario(
+    mode: Mode,
+    pool: &PgPool,
+    queries: &Arc<Vec<Channel>>,
+    pgbench_bin: &str,
+    database_url: &str,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let d = mode.duration();
     eprintln!(
         "2. queries: GetOrder on a read model of {} orders",
         mode.read_rows()
@@ -218,15 +275,15 @@ pub async fn run(
          FROM generate_series(1, $1) AS i ON CONFLICT DO NOTHING",
     )
     .bind(mode.read_rows())
-    .execute(&pool)
+    .execute(pool)
     .await?;
-    sqlx::query("ANALYZE read_orders").execute(&pool).await?;
+    sqlx::query("ANALYZE read_orders").execute(pool).await?;
     let ids: Arc<Vec<String>> = Arc::new(
         sqlx::query_scalar::<_, Uuid>(
             "SELECT md5('bench' || i)::uuid FROM generate_series(1, $1) AS i",
         )
         .bind(mode.read_rows())
-        .fetch_all(&pool)
+        .fetch_all(pool)
         .await?
         .into_iter()
         .map(|u| u.to_string())
@@ -304,8 +361,18 @@ pub async fn run(
             "",
         ));
     }
+    Ok(())
+}
 
-    let (command_rate, order_rate) = mode.rates();
+/// Scenario 3: read-model lag at a fixed command rate.
+async fn lag_scenario(
+    mode: Mode,
+    commands: &Arc<Vec<Channel>>,
+    queries: &Arc<Vec<Channel>>,
+    rows: &mut Vec<Row>,
+) {
+    let d = mode.duration();
+    let (command_rate, _) = mode.rates();
     eprintln!("3. read-model lag at {command_rate} commands/s");
     let c = commands.clone();
     let q = queries.clone();
@@ -348,7 +415,18 @@ pub async fn run(
         None,
         "p99 < 10 ms",
     ));
+}
 
+/// Scenario 4: the saga at a fixed order rate, then back to back.
+async fn saga_scenario(
+    mode: Mode,
+    commands: &Arc<Vec<Channel>>,
+    queries: &Arc<Vec<Channel>>,
+    setup: &mut CommandServiceClient<Channel>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let d = mode.duration();
+    let (_, order_rate) = mode.rates();
     eprintln!("4. saga: PlaceOrder → confirmed at {order_rate} orders/s");
     let saga_sku = format!("SAGA-{}", &id()[..8]).to_uppercase();
     setup
@@ -394,7 +472,7 @@ pub async fn run(
         None,
         "",
     ));
-    Ok(rows)
+    Ok(())
 }
 
 /// Creates and places an order, then follows it until confirmed; the latency is from the

@@ -95,6 +95,9 @@ enum Command {
         /// pgbench binary.
         #[arg(long, default_value = "pgbench")]
         pgbench: String,
+        /// Run only these scenarios (comma-separated); all by default.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<load::Scenario>,
         /// Where results go (JSON).
         #[arg(long)]
         out: PathBuf,
@@ -130,9 +133,18 @@ async fn main() -> anyhow::Result<()> {
             query_url,
             database_url,
             pgbench,
+            only,
             out,
         } => {
-            let rows = load::run(mode, &command_url, &query_url, &database_url, &pgbench).await?;
+            let rows = load::run(
+                mode,
+                &command_url,
+                &query_url,
+                &database_url,
+                &pgbench,
+                &only,
+            )
+            .await?;
             report::write_rows(&out, &rows)
         }
         Command::Rebuild {

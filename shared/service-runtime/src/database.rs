@@ -24,13 +24,23 @@ pub enum DatabaseError {
 /// Statements are limited to 30 s and idle transactions to 10 s: a write transaction left
 /// open holds back every subscriber of the event log (see `ARCHITECTURE.md`).
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DatabaseError> {
+    connect_with_settings(url, max_connections, &[]).await
+}
+
+/// [`connect`], with extra session settings (name, value) on every connection.
+pub async fn connect_with_settings(
+    url: &str,
+    max_connections: u32,
+    settings: &[(&str, &str)],
+) -> Result<PgPool, DatabaseError> {
     let options = url
         .parse::<PgConnectOptions>()
         .map_err(DatabaseError::Connect)?
         .options([
             ("statement_timeout", "30s"),
             ("idle_in_transaction_session_timeout", "10s"),
-        ]);
+        ])
+        .options(settings.iter().copied());
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
