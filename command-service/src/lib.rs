@@ -41,6 +41,10 @@ pub struct Config {
     /// Most database connections to hold.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,
+    /// How many batches of commands are written at once. Concurrent commands share a batch:
+    /// one statement, one commit (group commit).
+    #[arg(long, env = "COMMAND_WRITERS", default_value_t = event_store::DEFAULT_WRITERS)]
+    pub command_writers: usize,
     /// Snapshot an aggregate every this many events (0 turns snapshots off).
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
     pub snapshot_every: u64,
@@ -75,7 +79,7 @@ pub async fn run_with_clock(
         &[("plan_cache_mode", "force_generic_plan")],
     )
     .await?;
-    let store = PostgresEventStore::new(pool.clone());
+    let store = PostgresEventStore::new(pool.clone()).with_command_writers(config.command_writers);
     let pipeline = pipeline::Pipeline::new(store, clock, config.snapshot_every);
 
     let (reporter, health) = tonic_health::server::health_reporter();

@@ -4,7 +4,8 @@
 //! 2. A command id seen before returns the recorded outcome (or ALREADY_EXISTS when the
 //!    request differs); it is looked up only when the command would otherwise fail.
 //! 3. The pure domain decides; the events are appended with each aggregate's loaded version
-//!    as the expected version, in one statement with the idempotency record.
+//!    as the expected version, in one statement with the idempotency record, which the
+//!    event store shares with other commands in flight (group commit).
 //! 4. On a version conflict the whole command is loaded and decided again, up to
 //!    [`MAX_ATTEMPTS`] times, unless the client pinned an expected version.
 //! 5. After the commit, subscribers are woken and due snapshots are written in the
@@ -17,8 +18,8 @@ use domain_events::{
     values::{PaymentId, ProductId},
 };
 use event_store::{
-    AggregateId, CommandRecord, CommandWrite, EventEnvelope, EventId, EventStore, ExpectedVersion,
-    Metadata, Position, PostgresEventStore, Snapshot, StreamAppend, Version,
+    AggregateId, CommandAppend, CommandRecord, CommandWrite, EventEnvelope, EventId, EventStore,
+    ExpectedVersion, Metadata, Position, PostgresEventStore, Snapshot, StreamAppend, Version,
 };
 use serde_json::json;
 use service_runtime::Clock;
@@ -159,14 +160,18 @@ impl Pipeline {
         };
         let record = CommandRecord {
             command_id: envelope.command_id,
-            command_type: envelope.command_type,
-            request_hash: &envelope.request_hash,
+            command_type: envelope.command_type.to_owned(),
+            request_hash: envelope.request_hash.clone(),
             outcome: serde_json::to_value(&outcome)
                 .map_err(|err| CommandError::Internal(format!("outcome does not encode: {err}")))?,
             recorded_at: now,
             position: outcome.position,
         };
-        match self.store.append_command(&streams, record).await? {
+        match self
+            .store
+            .append_command(CommandAppend { streams, record })
+            .await?
+        {
             CommandWrite::AlreadyRecorded => Ok(None),
             CommandWrite::Appended(None) => Ok(Some(outcome)),
             CommandWrite::Appended(Some(appended)) => {

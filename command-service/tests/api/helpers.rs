@@ -30,6 +30,7 @@ pub async fn spawn_app_with(pool: &PgPool, snapshot_every: u64) -> TestApp {
         database_url: test_support::database_url(pool),
         pool_size: 8,
         snapshot_every,
+        command_writers: event_store::DEFAULT_WRITERS,
         log_format: LogFormat::Human,
     };
     service_runtime::telemetry::init(LogFormat::Human);

@@ -31,6 +31,7 @@ pub async fn start_command_service(pool: &PgPool) -> Running {
         database_url: test_support::database_url(pool),
         pool_size: 8,
         snapshot_every: 100,
+        command_writers: event_store::DEFAULT_WRITERS,
         log_format: LogFormat::Human,
     };
     Running::start(move |listener, shutdown| command_service::run(config, listener, shutdown)).await

@@ -23,6 +23,7 @@ pub fn command_config(pool: &PgPool) -> command_service::Config {
         database_url: test_support::database_url(pool),
         pool_size: 8,
         snapshot_every: 100,
+        command_writers: event_store::DEFAULT_WRITERS,
         log_format: LogFormat::Human,
     }
 }

@@ -97,6 +97,21 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The same failure, for each of several callers it stops (a sqlx error cannot be
+    /// cloned): the kind, "unavailable" or not, is kept, and the message.
+    pub(crate) fn shared(err: &sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut => Error::Unavailable(sqlx::Error::PoolTimedOut),
+            sqlx::Error::PoolClosed => Error::Unavailable(sqlx::Error::PoolClosed),
+            err if is_unavailable(err) => {
+                Error::Unavailable(sqlx::Error::Io(std::io::Error::other(err.to_string())))
+            }
+            err => Error::Database(sqlx::Error::Protocol(err.to_string())),
+        }
+    }
+}
+
 /// True when a database error means "the database cannot be reached right now".
 fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {

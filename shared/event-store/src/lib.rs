@@ -23,6 +23,7 @@ mod query;
 mod snapshot;
 mod store;
 mod subscription;
+mod writer;
 
 pub mod conformance;
 
@@ -32,7 +33,8 @@ pub use ids::{AggregateId, EventId, Version};
 pub use memory::InMemoryEventStore;
 pub use position::{ParsePositionError, Position};
 pub use postgres::{
-    CommandRecord, CommandWrite, NOTIFY_CHANNEL, Notifier, PostgresEventStore, RecordedCommand,
+    CommandAppend, CommandRecord, CommandWrite, NOTIFY_CHANNEL, Notifier, PostgresEventStore,
+    RecordedCommand,
 };
 pub use query::EventQuery;
 pub use snapshot::Snapshot;
@@ -40,6 +42,7 @@ pub use store::{
     AppendOptions, AppendResult, EventStore, ExpectedVersion, MultiAppendResult, StreamAppend,
 };
 pub use subscription::{Subscription, Wakeup};
+pub use writer::{DEFAULT_WRITERS, MAX_BATCH};
 
 /// The migrations this crate's PostgreSQL schema needs, applied by every service at start-up.
 ///

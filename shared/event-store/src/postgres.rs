@@ -1,6 +1,9 @@
 //! The PostgreSQL store. All of this crate's SQL is in this file.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    collections::HashSet,
+    sync::{Arc, OnceLock},
+};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
@@ -8,9 +11,12 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{
-    AggregateId, Error, EventEnvelope, EventId, EventQuery, EventStore, ExpectedVersion, Metadata,
-    MultiAppendResult, Position, RecordedEvent, Result, Snapshot, StreamAppend, Version, Wakeup,
-    memory::replayed, store::validate,
+    AggregateId, Error, EventEnvelope, EventId, EventQuery, EventStore, ExpectedVersion,
+    InvalidAppend, Metadata, MultiAppendResult, Position, RecordedEvent, Result, Snapshot,
+    StreamAppend, Version, Wakeup,
+    memory::replayed,
+    store::validate,
+    writer::{CommandWriter, DEFAULT_WRITERS},
 };
 
 /// The channel appends are announced on. Payloads are empty: a notification only says
@@ -21,13 +27,10 @@ pub const NOTIFY_CHANNEL: &str = "event_store_appended";
 /// takes the version it computed.
 const ANY_VERSION_ATTEMPTS: usize = 5;
 
-/// The common head of the append statements: checks each stream's version, numbers the
-/// events after it, and inserts them (CTE `appended`), all or nothing. An empty result means
-/// a version check failed; a unique violation means a concurrent writer, a stored event id or
-/// (with a command record) a recorded command id.
-macro_rules! append_head {
-    () => {
-        r#"
+/// Appends events: checks each stream's version, numbers the events after it, and inserts
+/// them, all or nothing. An empty result means a version check failed; a unique violation
+/// means a concurrent writer or a stored event id.
+const APPEND_SQL: &str = r#"
 WITH expected AS (
     SELECT e.aggregate_id, e.expected_version,
            coalesce((SELECT max(v.version) FROM events v WHERE v.aggregate_id = e.aggregate_id), 0) AS current_version
@@ -46,23 +49,47 @@ WITH expected AS (
     WHERE (SELECT ok FROM checked)
     ORDER BY ord
     RETURNING global_position, transaction_id::text::bigint AS transaction_id, aggregate_id, version
-)"#
-    };
-}
-
-/// Appends events.
-const APPEND_SQL: &str = concat!(append_head!(), "\nSELECT * FROM appended");
-
-/// Appends a command's events and records the command in the same statement, so both
-/// commit with one WAL flush and no explicit transaction.
-const APPEND_RECORDED_SQL: &str = concat!(
-    append_head!(),
-    r#", recorded AS (
-    INSERT INTO command_log (command_id, command_type, request_hash, outcome, transaction_id, global_position, recorded_at)
-    SELECT $10, $11, $12, $13, max(transaction_id), max(global_position), $14 FROM appended HAVING count(*) > 0
 )
-SELECT * FROM appended"#
-);
+SELECT * FROM appended"#;
+
+/// Appends the events of several commands and records each command, in one statement (one
+/// transaction, one WAL flush). `$1..$3` list every command's streams with the command's
+/// number (1-based) and expected version; `$4..$10` the events; `$11..$15` the command
+/// records, in command order. A command whose version checks
+/// fail writes nothing, and the others are not held back by it; its number is missing from
+/// the result. The streams of different commands must be distinct. A unique violation (a
+/// concurrent writer, a stored event id, a recorded command id) fails the whole statement.
+const APPEND_COMMANDS_SQL: &str = r#"
+WITH expected AS (
+    SELECT e.command, e.aggregate_id, e.expected_version,
+           coalesce((SELECT max(v.version) FROM events v WHERE v.aggregate_id = e.aggregate_id), 0) AS current_version
+    FROM unnest($1::bigint[], $2::uuid[], $3::bigint[]) AS e(command, aggregate_id, expected_version)
+), checked AS (
+    SELECT command FROM expected GROUP BY command
+    HAVING bool_and(expected_version < 0 OR expected_version = current_version)
+), input AS (
+    SELECT i.*, x.current_version + row_number() OVER (PARTITION BY i.aggregate_id ORDER BY i.ord) AS new_version
+    FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::jsonb[], $10::timestamptz[])
+         WITH ORDINALITY AS i(event_id, aggregate_id, aggregate_type, event_type, payload, metadata, occurred_at, ord)
+    JOIN expected x USING (aggregate_id)
+    WHERE x.command IN (SELECT command FROM checked)
+), appended AS (
+    INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at)
+    SELECT event_id, aggregate_id, aggregate_type, new_version, event_type, payload, metadata, occurred_at
+    FROM input
+    ORDER BY ord
+    RETURNING global_position, transaction_id::text::bigint AS transaction_id, aggregate_id, version
+), numbered AS (
+    SELECT a.*, x.command FROM appended a JOIN expected x USING (aggregate_id)
+), recorded AS (
+    INSERT INTO command_log (command_id, command_type, request_hash, outcome, transaction_id, global_position, recorded_at)
+    SELECT c.command_id, c.command_type, c.request_hash, c.outcome, n.transaction_id, n.global_position, c.recorded_at
+    FROM unnest($11::uuid[], $12::text[], $13::bytea[], $14::jsonb[], $15::timestamptz[])
+         WITH ORDINALITY AS c(command_id, command_type, request_hash, outcome, recorded_at, command)
+    JOIN (SELECT command, max(transaction_id) AS transaction_id, max(global_position) AS global_position
+          FROM numbered GROUP BY command) n USING (command)
+)
+SELECT global_position, transaction_id, aggregate_id, version, command FROM numbered"#;
 
 /// Records a command that appended nothing.
 const RECORD_SQL: &str = "INSERT INTO command_log (command_id, command_type, request_hash, outcome, transaction_id, \
@@ -130,6 +157,8 @@ const LOAD_SNAPSHOT_SQL: &str = "SELECT aggregate_type, version, schema_version,
 pub struct PostgresEventStore {
     pool: PgPool,
     notifier: Arc<OnceLock<Notifier>>,
+    writer: Arc<OnceLock<CommandWriter>>,
+    writers: usize,
 }
 
 impl PostgresEventStore {
@@ -138,7 +167,16 @@ impl PostgresEventStore {
         Self {
             pool,
             notifier: Arc::new(OnceLock::new()),
+            writer: Arc::new(OnceLock::new()),
+            writers: DEFAULT_WRITERS,
         }
+    }
+
+    /// How many batches of commands [`Self::append_command`] may write at once (default
+    /// [`DEFAULT_WRITERS`]). Takes effect if set before the first command is written.
+    pub fn with_command_writers(mut self, writers: usize) -> Self {
+        self.writers = writers.max(1);
+        self
     }
 
     /// The connection pool.
@@ -160,9 +198,9 @@ impl PostgresEventStore {
             .execute(&mut *conn)
             .await
             .map_err(Error::from_sqlx)?;
-        match try_append(conn, streams, None).await? {
+        match try_append(conn, streams).await? {
             Attempt::Written(result) => Ok(result),
-            Attempt::StoredEventId | Attempt::Conflict | Attempt::CommandRecorded => {
+            Attempt::StoredEventId | Attempt::Conflict => {
                 sqlx::query("ROLLBACK TO SAVEPOINT event_store_append")
                     .execute(&mut *conn)
                     .await
@@ -173,50 +211,32 @@ impl PostgresEventStore {
     }
 
     /// Appends a command's events and records the command (its id, request hash and outcome)
-    /// in one statement: either both are stored or neither. With no events, only the
+    /// in one transaction: either both are stored or neither. With no events, only the
     /// record is written, at `record.position`. [`CommandWrite::AlreadyRecorded`] means the
     /// command id was recorded first (by a concurrent retry, say): look it up with
     /// [`PostgresEventStore::find_command`]. Subscribers are woken after the write.
-    pub async fn append_command(
-        &self,
-        streams: &[StreamAppend],
-        record: CommandRecord<'_>,
-    ) -> Result<CommandWrite> {
-        let mut conn = self.pool.acquire().await.map_err(Error::from_sqlx)?;
-        if streams.is_empty() {
-            let written = sqlx::query(RECORD_SQL)
-                .bind(record.command_id)
-                .bind(record.command_type)
-                .bind(record.request_hash)
-                .bind(sqlx::types::Json(&record.outcome))
-                .bind(record.position.transaction_id as i64)
-                .bind(record.position.global_position as i64)
-                .bind(record.recorded_at)
-                .execute(&mut *conn)
-                .await;
-            return match written {
-                Ok(_) => Ok(CommandWrite::Appended(None)),
-                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-                    Ok(CommandWrite::AlreadyRecorded)
-                }
-                Err(err) => Err(Error::from_sqlx(err)),
-            };
+    ///
+    /// Concurrent calls are grouped: a few writer tasks each take whatever commands are
+    /// waiting and write them with [`PostgresEventStore::append_commands`], so many commands
+    /// share one statement and one WAL flush. Each still succeeds or fails alone.
+    pub async fn append_command(&self, command: CommandAppend) -> Result<CommandWrite> {
+        if command.streams.is_empty() {
+            return record_only(&self.pool, &command.record).await;
         }
-        validate(streams)?;
-        match try_append(&mut conn, streams, Some(&record)).await? {
-            Attempt::Written(result) => {
-                self.notify_appended();
-                Ok(CommandWrite::Appended(Some(result)))
-            }
-            Attempt::CommandRecorded => Ok(CommandWrite::AlreadyRecorded),
-            Attempt::StoredEventId | Attempt::Conflict => {
-                match explain_failure(&mut conn, streams).await? {
-                    // Every event is stored: the same command was written by a concurrent retry.
-                    Ok(_) => Ok(CommandWrite::AlreadyRecorded),
-                    Err(err) => Err(err),
-                }
-            }
-        }
+        validate(&command.streams)?;
+        let writer = self.writer.get_or_init(|| {
+            CommandWriter::spawn(self.pool.clone(), self.notifier.clone(), self.writers)
+        });
+        writer.write(command).await
+    }
+
+    /// Appends several commands' events and records each command, in one transaction where
+    /// it can: the commands must touch distinct streams to share it, and one whose version
+    /// check fails (or whose id is recorded, or whose event ids are stored) is written alone
+    /// afterwards, so each result is that command's own, as [`Self::append_command`] would
+    /// give it. Subscribers are woken once.
+    pub async fn append_commands(&self, commands: &[CommandAppend]) -> Vec<Result<CommandWrite>> {
+        write_commands(&self.pool, &self.notifier, commands).await
     }
 
     /// A recorded command: its request hash, outcome and the position it was written at.
@@ -246,13 +266,13 @@ impl PostgresEventStore {
 
 /// A command's idempotency record, written with its events.
 #[derive(Debug, Clone)]
-pub struct CommandRecord<'a> {
+pub struct CommandRecord {
     /// The client's idempotency key.
     pub command_id: uuid::Uuid,
     /// What kind of command (the RPC name).
-    pub command_type: &'a str,
+    pub command_type: String,
     /// A hash of the whole request, to tell a retry from a different request.
-    pub request_hash: &'a [u8],
+    pub request_hash: Vec<u8>,
     /// What the command did, returned again on a retry.
     pub outcome: serde_json::Value,
     /// When it was recorded.
@@ -260,6 +280,15 @@ pub struct CommandRecord<'a> {
     /// The position to record when the command appends nothing (its aggregates' last
     /// event); with events, the position of the last one is recorded instead.
     pub position: Position,
+}
+
+/// One command's write: its events, by stream, and its idempotency record.
+#[derive(Debug, Clone)]
+pub struct CommandAppend {
+    /// The events, one entry per stream, each with its expected version. May be empty.
+    pub streams: Vec<StreamAppend>,
+    /// The record stored with them.
+    pub record: CommandRecord,
 }
 
 /// A command recorded earlier.
@@ -289,83 +318,74 @@ enum Attempt {
     Conflict,
     /// A stored event id collided.
     StoredEventId,
-    /// The command id is recorded already.
-    CommandRecorded,
 }
 
-async fn try_append(
-    conn: &mut PgConnection,
-    streams: &[StreamAppend],
-    record: Option<&CommandRecord<'_>>,
-) -> Result<Attempt> {
-    let mut stream_ids = Vec::with_capacity(streams.len());
-    let mut expected = Vec::with_capacity(streams.len());
-    for stream in streams {
-        stream_ids.push(stream.events[0].aggregate_id.as_uuid());
-        expected.push(
-            stream
-                .expected_version
-                .required()
-                .map_or(-1, Version::as_i64),
-        );
-    }
-    let count = streams.iter().map(|s| s.events.len()).sum();
-    let mut event_ids = Vec::with_capacity(count);
-    let mut aggregate_ids = Vec::with_capacity(count);
-    let mut aggregate_types = Vec::with_capacity(count);
-    let mut event_types = Vec::with_capacity(count);
-    let mut payloads = Vec::with_capacity(count);
-    let mut metadata = Vec::with_capacity(count);
-    let mut occurred = Vec::with_capacity(count);
-    for event in streams.iter().flat_map(|s| &s.events) {
-        event_ids.push(event.event_id.as_uuid());
-        aggregate_ids.push(event.aggregate_id.as_uuid());
-        aggregate_types.push(event.aggregate_type.as_str());
-        event_types.push(event.event_type.as_str());
-        payloads.push(sqlx::types::Json(&event.payload));
-        metadata.push(sqlx::types::Json(&event.metadata));
-        occurred.push(event.timestamp);
-    }
-    let sql = if record.is_some() {
-        APPEND_RECORDED_SQL
-    } else {
-        APPEND_SQL
-    };
-    let mut query = sqlx::query(sql)
-        .bind(&stream_ids)
-        .bind(&expected)
-        .bind(&event_ids)
-        .bind(&aggregate_ids)
-        .bind(&aggregate_types)
-        .bind(&event_types)
-        .bind(&payloads)
-        .bind(&metadata)
-        .bind(&occurred);
-    if let Some(record) = record {
-        query = query
-            .bind(record.command_id)
-            .bind(record.command_type)
-            .bind(record.request_hash)
-            .bind(sqlx::types::Json(&record.outcome))
-            .bind(record.recorded_at);
-    }
-    let rows = match query.fetch_all(&mut *conn).await {
-        Ok(rows) => rows,
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-            return Ok(match db.constraint() {
-                Some("events_event_id_key") => Attempt::StoredEventId,
-                Some("command_log_pkey") => Attempt::CommandRecorded,
-                _ => Attempt::Conflict,
-            });
+/// The event columns of an append, one array per column, in the order the append
+/// statements bind them.
+struct EventColumns<'a> {
+    event_ids: Vec<Uuid>,
+    aggregate_ids: Vec<Uuid>,
+    aggregate_types: Vec<&'a str>,
+    event_types: Vec<&'a str>,
+    payloads: Vec<sqlx::types::Json<&'a serde_json::Value>>,
+    metadata: Vec<sqlx::types::Json<&'a Metadata>>,
+    occurred: Vec<DateTime<Utc>>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(streams: impl Iterator<Item = &'a StreamAppend>) -> Self {
+        let mut columns = Self {
+            event_ids: Vec::new(),
+            aggregate_ids: Vec::new(),
+            aggregate_types: Vec::new(),
+            event_types: Vec::new(),
+            payloads: Vec::new(),
+            metadata: Vec::new(),
+            occurred: Vec::new(),
+        };
+        for event in streams.flat_map(|s| &s.events) {
+            columns.event_ids.push(event.event_id.as_uuid());
+            columns.aggregate_ids.push(event.aggregate_id.as_uuid());
+            columns.aggregate_types.push(event.aggregate_type.as_str());
+            columns.event_types.push(event.event_type.as_str());
+            columns.payloads.push(sqlx::types::Json(&event.payload));
+            columns.metadata.push(sqlx::types::Json(&event.metadata));
+            columns.occurred.push(event.timestamp);
         }
-        Err(err) => return Err(Error::from_sqlx(err)),
-    };
-    if rows.is_empty() {
-        return Ok(Attempt::Conflict);
+        columns
     }
+
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.event_ids)
+            .bind(&self.aggregate_ids)
+            .bind(&self.aggregate_types)
+            .bind(&self.event_types)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+            .bind(&self.occurred)
+    }
+}
+
+/// The expected version as the append statements take it: -1 for no check.
+fn expected_as_i64(stream: &StreamAppend) -> i64 {
+    stream
+        .expected_version
+        .required()
+        .map_or(-1, Version::as_i64)
+}
+
+/// Reads the rows an append returned (global position, transaction id, aggregate id,
+/// version) into each stream's new version and the position of the last event.
+fn appended_result<'a>(
+    streams: impl Iterator<Item = &'a StreamAppend>,
+    rows: &[&PgRow],
+) -> Result<MultiAppendResult> {
     let mut position = Position::START;
     let mut versions: Vec<(AggregateId, Version)> = streams
-        .iter()
         .map(|s| (s.events[0].aggregate_id, Version::INITIAL))
         .collect();
     for row in rows {
@@ -378,10 +398,223 @@ async fn try_append(
             slot.1 = slot.1.max(version);
         }
     }
-    Ok(Attempt::Written(MultiAppendResult {
+    Ok(MultiAppendResult {
         streams: versions,
         position,
-    }))
+    })
+}
+
+async fn try_append(conn: &mut PgConnection, streams: &[StreamAppend]) -> Result<Attempt> {
+    let stream_ids: Vec<Uuid> = streams
+        .iter()
+        .map(|s| s.events[0].aggregate_id.as_uuid())
+        .collect();
+    let expected: Vec<i64> = streams.iter().map(expected_as_i64).collect();
+    let columns = EventColumns::of(streams.iter());
+    let query = sqlx::query(APPEND_SQL).bind(&stream_ids).bind(&expected);
+    let rows = match columns.bind(query).fetch_all(&mut *conn).await {
+        Ok(rows) => rows,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+            return Ok(match db.constraint() {
+                Some("events_event_id_key") => Attempt::StoredEventId,
+                _ => Attempt::Conflict,
+            });
+        }
+        Err(err) => return Err(Error::from_sqlx(err)),
+    };
+    if rows.is_empty() {
+        return Ok(Attempt::Conflict);
+    }
+    let rows: Vec<&PgRow> = rows.iter().collect();
+    Ok(Attempt::Written(appended_result(streams.iter(), &rows)?))
+}
+
+/// Runs [`APPEND_COMMANDS_SQL`] for `commands` (each with events, on streams no other of
+/// them touches). Per command: the append's result, or `None` when a version check failed.
+async fn try_append_commands(
+    conn: &mut PgConnection,
+    commands: &[&CommandAppend],
+) -> std::result::Result<Vec<Option<Result<MultiAppendResult>>>, sqlx::Error> {
+    let mut numbers = Vec::new();
+    let mut stream_ids = Vec::new();
+    let mut expected = Vec::new();
+    for (number, command) in (1_i64..).zip(commands) {
+        for stream in &command.streams {
+            numbers.push(number);
+            stream_ids.push(stream.events[0].aggregate_id.as_uuid());
+            expected.push(expected_as_i64(stream));
+        }
+    }
+    let columns = EventColumns::of(commands.iter().flat_map(|c| &c.streams));
+    let records = commands.iter().map(|c| &c.record);
+    let command_ids: Vec<Uuid> = records.clone().map(|r| r.command_id).collect();
+    let command_types: Vec<&str> = records.clone().map(|r| r.command_type.as_str()).collect();
+    let hashes: Vec<&[u8]> = records.clone().map(|r| r.request_hash.as_slice()).collect();
+    let outcomes: Vec<_> = records
+        .clone()
+        .map(|r| sqlx::types::Json(&r.outcome))
+        .collect();
+    let recorded_at: Vec<DateTime<Utc>> = records.map(|r| r.recorded_at).collect();
+    let query = sqlx::query(APPEND_COMMANDS_SQL)
+        .bind(&numbers)
+        .bind(&stream_ids)
+        .bind(&expected);
+    let rows = columns
+        .bind(query)
+        .bind(&command_ids)
+        .bind(&command_types)
+        .bind(&hashes)
+        .bind(&outcomes)
+        .bind(&recorded_at)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut by_command: Vec<Vec<&PgRow>> = vec![Vec::new(); commands.len()];
+    for row in &rows {
+        let number: i64 = row.try_get(4)?;
+        if let Some(slot) = usize::try_from(number - 1)
+            .ok()
+            .and_then(|i| by_command.get_mut(i))
+        {
+            slot.push(row);
+        }
+    }
+    Ok(commands
+        .iter()
+        .zip(by_command)
+        .map(|(command, rows)| {
+            (!rows.is_empty()).then(|| appended_result(command.streams.iter(), &rows))
+        })
+        .collect())
+}
+
+/// Records a command that appended nothing.
+async fn record_only(pool: &PgPool, record: &CommandRecord) -> Result<CommandWrite> {
+    let written = sqlx::query(RECORD_SQL)
+        .bind(record.command_id)
+        .bind(&record.command_type)
+        .bind(&record.request_hash)
+        .bind(sqlx::types::Json(&record.outcome))
+        .bind(record.position.transaction_id as i64)
+        .bind(record.position.global_position as i64)
+        .bind(record.recorded_at)
+        .execute(pool)
+        .await;
+    match written {
+        Ok(_) => Ok(CommandWrite::Appended(None)),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+            Ok(CommandWrite::AlreadyRecorded)
+        }
+        Err(err) => Err(Error::from_sqlx(err)),
+    }
+}
+
+/// Writes commands that all have events: those on distinct streams in one statement, then,
+/// one at a time, any the shared statement could not take (a stream shared with an earlier
+/// command, a failed version check, or a unique violation that failed the whole statement).
+/// Wakes subscribers once if anything was written.
+pub(crate) async fn write_commands(
+    pool: &PgPool,
+    notifier: &OnceLock<Notifier>,
+    commands: &[CommandAppend],
+) -> Vec<Result<CommandWrite>> {
+    let mut results: Vec<Option<Result<CommandWrite>>> = commands
+        .iter()
+        .map(|c| {
+            if c.streams.is_empty() {
+                Some(Err(Error::InvalidAppend(InvalidAppend::EmptyBatch)))
+            } else {
+                validate(&c.streams).err().map(|e| Err(e.into()))
+            }
+        })
+        .collect();
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(err) => {
+            return results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(Error::shared(&err))))
+                .collect();
+        }
+    };
+    // Commands on distinct streams share the statement; the rest wait for their turn alone.
+    let mut seen = HashSet::new();
+    let (mut shared, mut alone): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+    for (i, command) in commands.iter().enumerate() {
+        if results[i].is_some() {
+            continue;
+        }
+        let ids: Vec<AggregateId> = command
+            .streams
+            .iter()
+            .map(|s| s.events[0].aggregate_id)
+            .collect();
+        if ids.iter().any(|id| seen.contains(id)) {
+            alone.push(i);
+        } else {
+            seen.extend(ids);
+            shared.push(i);
+        }
+    }
+    if shared.len() > 1 {
+        let batch: Vec<&CommandAppend> = shared.iter().map(|&i| &commands[i]).collect();
+        match try_append_commands(&mut conn, &batch).await {
+            Ok(per_command) => {
+                for (&i, written) in shared.iter().zip(per_command) {
+                    match written {
+                        Some(written) => {
+                            results[i] = Some(written.map(|r| CommandWrite::Appended(Some(r))))
+                        }
+                        None => alone.push(i),
+                    }
+                }
+            }
+            // The statement failed as a whole (a unique violation, a row the database
+            // refused, a lost connection): each command, alone, finds out its own result.
+            Err(_) => alone.extend(&shared),
+        }
+    } else {
+        alone.extend(&shared);
+    }
+    alone.sort_unstable();
+    for i in alone {
+        results[i] = Some(write_one(&mut conn, &commands[i]).await);
+    }
+    let results: Vec<Result<CommandWrite>> = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Corrupt("a command was not written".into()))))
+        .collect();
+    if results
+        .iter()
+        .any(|r| matches!(r, Ok(CommandWrite::Appended(Some(_)))))
+    {
+        notifier
+            .get_or_init(|| Notifier::spawn(pool.clone()))
+            .notify();
+    }
+    results
+}
+
+/// Writes one command (with events) in its own statement, and says why when it cannot.
+async fn write_one(conn: &mut PgConnection, command: &CommandAppend) -> Result<CommandWrite> {
+    match try_append_commands(conn, &[command]).await {
+        Ok(mut written) => {
+            if let Some(written) = written.pop().flatten() {
+                return written.map(|r| CommandWrite::Appended(Some(r)));
+            }
+        }
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+            if db.constraint() == Some("command_log_pkey") {
+                return Ok(CommandWrite::AlreadyRecorded);
+            }
+        }
+        Err(err) => return Err(Error::from_sqlx(err)),
+    }
+    // A version check failed, or an event collided with a stored one: find out which.
+    match explain_failure(conn, &command.streams).await? {
+        // Every event is stored: the same command was written by a concurrent retry.
+        Ok(_) => Ok(CommandWrite::AlreadyRecorded),
+        Err(err) => Err(err),
+    }
 }
 
 /// Works out why an append wrote nothing: an idempotent retry (every event id is stored
@@ -455,13 +688,13 @@ impl EventStore for PostgresEventStore {
         let attempts = if any_only { ANY_VERSION_ATTEMPTS } else { 1 };
         let mut conn = self.pool.acquire().await.map_err(Error::from_sqlx)?;
         for attempt in 1..=attempts {
-            match try_append(&mut conn, &streams, None).await? {
+            match try_append(&mut conn, &streams).await? {
                 Attempt::Written(result) => {
                     self.notify_appended();
                     return Ok(result);
                 }
                 Attempt::Conflict if attempt < attempts => continue,
-                Attempt::Conflict | Attempt::StoredEventId | Attempt::CommandRecorded => {}
+                Attempt::Conflict | Attempt::StoredEventId => {}
             }
             // Autocommit: the failed statement left nothing behind to roll back.
             return explain_failure(&mut conn, &streams).await?;
