@@ -1,6 +1,8 @@
 //! The command pipeline: load, decide, append and record, exactly once per command id.
 //!
 //! 1. The aggregates the command needs are loaded: latest snapshot plus the events after it.
+//!    A command that creates its aggregates first tries without loading, as if they were
+//!    new; the append's "no stream" check says whether they were.
 //! 2. A command id seen before returns the recorded outcome (or ALREADY_EXISTS when the
 //!    request differs); it is looked up only when the command would otherwise fail.
 //! 3. The pure domain decides; the events are appended with each aggregate's loaded version
@@ -68,6 +70,18 @@ impl Pipeline {
     /// returned. The common case, a new command, costs no lookup.
     pub async fn execute(&self, envelope: &Envelope) -> Result<Outcome, CommandError> {
         let _turn = self.locks.lock(lock_keys(&envelope.command)).await;
+        if creates_streams(&envelope.command) && envelope.expected_version.is_none() {
+            // A command that creates its aggregate nearly always names one that does not
+            // exist yet: decide against the empty state and let the append's "no stream"
+            // check confirm it, without reading first. Anything but a clean write (the
+            // aggregate exists, the command id is recorded) is decided again the usual way.
+            let mut session = Session::assuming_new(&self.store);
+            if let Ok(detail) = decide(&envelope.command, &mut session, None).await
+                && let Ok(Some(outcome)) = self.commit(envelope, session, detail).await
+            {
+                return Ok(outcome);
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -219,6 +233,16 @@ impl Pipeline {
     }
 }
 
+/// Commands that create every aggregate they touch: an order, a product, an order's payment.
+fn creates_streams(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::CreateOrder { .. }
+            | Command::CreateProduct { .. }
+            | Command::AuthorizePayment { .. }
+    )
+}
+
 /// The aggregates whose commands queue behind each other in this process: racing for a
 /// version in PostgreSQL only to retry is slower than waiting in line.
 fn lock_keys(command: &Command) -> Vec<AggregateId> {
@@ -293,6 +317,24 @@ struct Entry {
 }
 
 impl Entry {
+    fn new<A: Aggregate>(
+        id: AggregateId,
+        state: A,
+        loaded_version: Version,
+        last_position: Option<Position>,
+    ) -> Self {
+        Self {
+            id,
+            aggregate_type: A::TYPE,
+            snapshot_schema: A::SNAPSHOT_SCHEMA,
+            loaded_version,
+            last_position,
+            state: Box::new(state),
+            encode_state: encode_state::<A>,
+            pending: Vec::new(),
+        }
+    }
+
     fn version(&self) -> Version {
         Version::new(self.loaded_version.get() + self.pending.len() as u64)
     }
@@ -306,6 +348,8 @@ fn encode_state<A: Aggregate>(state: &(dyn Any + Send + Sync)) -> Option<serde_j
 struct Session<'a> {
     store: &'a PostgresEventStore,
     entries: Vec<Entry>,
+    /// Take every aggregate to be new instead of reading it; the append checks it is.
+    assume_new: bool,
 }
 
 impl<'a> Session<'a> {
@@ -313,6 +357,16 @@ impl<'a> Session<'a> {
         Self {
             store,
             entries: Vec::new(),
+            assume_new: false,
+        }
+    }
+
+    /// A session that reads nothing: every aggregate starts empty, and appends expect
+    /// the streams not to exist.
+    fn assuming_new(store: &'a PostgresEventStore) -> Self {
+        Self {
+            assume_new: true,
+            ..Self::new(store)
         }
     }
 
@@ -321,7 +375,11 @@ impl<'a> Session<'a> {
         let index = match self.entries.iter().position(|e| e.id == id) {
             Some(index) => index,
             None => {
-                let entry = load::<A>(self.store, id).await?;
+                let entry = if self.assume_new {
+                    Entry::new::<A>(id, A::default(), Version::INITIAL, None)
+                } else {
+                    load::<A>(self.store, id).await?
+                };
                 self.entries.push(entry);
                 self.entries.len() - 1
             }
@@ -463,16 +521,7 @@ async fn load<A: Aggregate>(
         version = recorded.version;
         last_position = Some(recorded.position);
     }
-    Ok(Entry {
-        id,
-        aggregate_type: A::TYPE,
-        snapshot_schema: A::SNAPSHOT_SCHEMA,
-        loaded_version: version,
-        last_position,
-        state: Box::new(state),
-        encode_state: encode_state::<A>,
-        pending: Vec::new(),
-    })
+    Ok(Entry::new::<A>(id, state, version, last_position))
 }
 
 fn decode_snapshot<A: Aggregate>(value: &serde_json::Value) -> Option<(A, Option<Position>)> {

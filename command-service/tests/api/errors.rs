@@ -393,3 +393,64 @@ async fn an_unreachable_database_is_unavailable(pool: PgPool) {
     .await
     .unwrap();
 }
+
+/// Commands that create their aggregate are first tried without reading it; when it exists
+/// after all, the command is decided against the stored state and writes nothing new.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn creating_what_exists_is_decided_against_the_stored_state(pool: PgPool) {
+    let app = spawn_app(&pool).await;
+    let mut c = app.client.clone();
+    let order_id = create_order(&mut c, vec![line("SKU-1", 1, 400)]).await;
+    create_product(&mut c, "SKU-1", 5).await;
+    let authorize = |method: &str| pb::AuthorizePaymentRequest {
+        command_id: id(),
+        order_id: order_id.clone(),
+        customer_id: id(),
+        amount: eur(400),
+        payment_method: method.into(),
+    };
+    let declined = c
+        .authorize_payment(authorize("card_declined"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(declined.outcome(), pb::PaymentOutcome::Declined);
+    let before = app.event_count().await;
+
+    let status = c
+        .create_order(pb::CreateOrderRequest {
+            command_id: id(),
+            order_id: order_id.clone(),
+            customer_id: id(),
+            currency: "EUR".into(),
+            lines: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), format!("order {order_id} already exists"));
+    let status = c
+        .create_product(pb::CreateProductRequest {
+            command_id: id(),
+            sku: "SKU-1".into(),
+            name: "Again".into(),
+            price: eur(1),
+            initial_stock: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), "product SKU-1 already exists");
+    // A second authorisation is a no-op that reports the payment as it stands.
+    let again = c
+        .authorize_payment(authorize("card"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.outcome(), pb::PaymentOutcome::Declined);
+    assert_eq!(
+        again.result.unwrap().version,
+        declined.result.unwrap().version
+    );
+    assert_eq!(app.event_count().await, before);
+}
