@@ -93,6 +93,9 @@ pub async fn load_orders(
     t: Tables,
     ids: &[Uuid],
 ) -> Result<Vec<OrderView>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let sql = format!(
         "SELECT {ORDER_COLUMNS} FROM {} WHERE order_id = ANY($1)",
         t.orders
@@ -112,6 +115,9 @@ pub async fn load_products(
     t: Tables,
     skus: &[String],
 ) -> Result<Vec<ProductView>, sqlx::Error> {
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
     let sql = format!(
         "SELECT {PRODUCT_COLUMNS} FROM {} WHERE sku = ANY($1)",
         t.products
@@ -131,6 +137,9 @@ pub async fn load_customers(
     t: Tables,
     ids: &[Uuid],
 ) -> Result<Vec<CustomerView>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let sql = format!(
         "SELECT {CUSTOMER_COLUMNS} FROM {} WHERE customer_id = ANY($1)",
         t.customers

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use domain_events::{DecodeError, StoredEvent};
+use domain_events::{DecodeError, DomainEvent, StoredEvent};
 use event_store::{Position, PostgresEventStore, RecordedEvent, Subscription};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
@@ -97,16 +97,24 @@ pub async fn apply_batch(
         }
     }
 
+    // Orders whose first event here is their creation have no row yet: only the others
+    // are read.
     let mut order_ids = HashSet::new();
+    let mut new_orders = HashSet::new();
     let mut skus = HashSet::new();
     let mut customer_ids = HashSet::new();
     for (event, _) in &events {
         let (order, sku, customer) = touched(event);
-        order_ids.extend(order);
+        if let Some(order) = order
+            && order_ids.insert(order)
+            && matches!(event, DomainEvent::OrderCreated(_))
+        {
+            new_orders.insert(order);
+        }
         skus.extend(sku);
         customer_ids.extend(customer);
     }
-    let order_ids: Vec<Uuid> = order_ids.into_iter().collect();
+    let order_ids: Vec<Uuid> = order_ids.difference(&new_orders).copied().collect();
     let skus: Vec<String> = skus.into_iter().collect();
 
     let mut tx = conn.begin().await?;
