@@ -4,6 +4,7 @@
 //! ([`edge`]), and run through the [`pipeline`]: load the aggregates ([`domain`]), decide,
 //! append the events with optimistic concurrency and a durable idempotency record.
 
+pub mod cache;
 pub mod commands;
 pub mod domain;
 pub mod edge;

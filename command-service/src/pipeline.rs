@@ -1,8 +1,10 @@
 //! The command pipeline: load, decide, append and record, exactly once per command id.
 //!
 //! 1. The aggregates the command needs are loaded: latest snapshot plus the events after it.
-//!    A command that creates its aggregates first tries without loading, as if they were
-//!    new; the append's "no stream" check says whether they were.
+//!    The first attempt skips the read where it can: aggregates this process wrote last
+//!    come from its [`AggregateCache`], and a command that creates its aggregates takes
+//!    them to be new. That state is unverified: the decision stands only if the append
+//!    confirms it (see [`Pipeline::execute`]).
 //! 2. A command id seen before returns the recorded outcome (or ALREADY_EXISTS when the
 //!    request differs); it is looked up only when the command would otherwise fail.
 //! 3. The pure domain decides; the events are appended with each aggregate's loaded version
@@ -28,6 +30,7 @@ use service_runtime::Clock;
 use uuid::Uuid;
 
 use crate::{
+    cache::{AggregateCache, Cached},
     commands::{Command, Detail, Envelope, Outcome, Write},
     domain::{
         Aggregate, DomainError, Order, OrderCommand, Payment, PaymentCommand, PaymentStatus,
@@ -48,6 +51,7 @@ pub struct Pipeline {
     clock: Arc<dyn Clock>,
     snapshot_every: u64,
     locks: Arc<KeyedLocks>,
+    cache: Arc<AggregateCache>,
 }
 
 impl Pipeline {
@@ -59,10 +63,18 @@ impl Pipeline {
             clock,
             snapshot_every,
             locks: Arc::new(KeyedLocks::default()),
+            cache: Arc::new(AggregateCache::default()),
         }
     }
 
     /// Executes a command once, however often it is sent.
+    ///
+    /// The first attempt reads as little as it can: aggregates this process wrote last come
+    /// from its cache, and a command that creates its aggregates takes them to be new. Such
+    /// state is unverified, so that attempt's decision stands only when the append confirms
+    /// every unverified aggregate (each gets events, appended at the version the decision
+    /// assumed); anything else (a version conflict, a refusal, a no-op) evicts them and
+    /// decides the command again from the store.
     ///
     /// The idempotency log is read only when something stops the command: a retry that
     /// decides the same way collides with its own record (or its own event ids) in the
@@ -70,27 +82,45 @@ impl Pipeline {
     /// returned. The common case, a new command, costs no lookup.
     pub async fn execute(&self, envelope: &Envelope) -> Result<Outcome, CommandError> {
         let _turn = self.locks.lock(lock_keys(&envelope.command)).await;
-        if creates_streams(&envelope.command) && envelope.expected_version.is_none() {
-            // A command that creates its aggregate nearly always names one that does not
-            // exist yet: decide against the empty state and let the append's "no stream"
-            // check confirm it, without reading first. Anything but a clean write (the
-            // aggregate exists, the command id is recorded) is decided again the usual way.
-            let mut session = Session::assuming_new(&self.store);
-            if let Ok(detail) = decide(&envelope.command, &mut session, None).await
-                && let Ok(Some(outcome)) = self.commit(envelope, session, detail).await
-            {
-                return Ok(outcome);
-            }
+        let mut session = Session::optimistic(
+            &self.store,
+            &self.cache,
+            creates_streams(&envelope.command),
+        );
+        let decided = decide(&envelope.command, &mut session, envelope.expected_version).await;
+        if !session.has_unverified() {
+            // Everything came from the store: this was an ordinary first attempt.
+            return self.settle(envelope, session, decided, 1).await;
         }
-        let mut attempt = 0;
+        let ids: Vec<AggregateId> = session.entries.iter().map(|e| e.id).collect();
+        if let Ok(detail) = decided
+            && session.unverified_all_written()
+            && let Ok(Some(outcome)) = self.commit(envelope, session, detail).await
+        {
+            return Ok(outcome);
+        }
+        for id in ids {
+            self.cache.evict(id);
+        }
+        let mut session = Session::new(&self.store);
+        let decided = decide(&envelope.command, &mut session, envelope.expected_version).await;
+        self.settle(envelope, session, decided, 1).await
+    }
+
+    /// Finishes an attempt decided from the store: commits it, or decides again after a
+    /// version conflict (up to [`MAX_ATTEMPTS`], unless the client pinned a version).
+    async fn settle(
+        &self,
+        envelope: &Envelope,
+        mut session: Session<'_>,
+        mut decided: Result<Detail, CommandError>,
+        mut attempt: usize,
+    ) -> Result<Outcome, CommandError> {
         loop {
-            attempt += 1;
-            let mut session = Session::new(&self.store);
-            let detail =
-                match decide(&envelope.command, &mut session, envelope.expected_version).await {
-                    Ok(detail) => detail,
-                    Err(err) => return self.replay_or(envelope, err).await,
-                };
+            let detail = match decided {
+                Ok(detail) => detail,
+                Err(err) => return self.replay_or(envelope, err).await,
+            };
             match self.commit(envelope, session, detail).await {
                 Ok(Some(outcome)) => return Ok(outcome),
                 // A concurrent request with the same command id committed first.
@@ -114,6 +144,9 @@ impl Pipeline {
                 }
                 Err(err) => return self.replay_or(envelope, err).await,
             }
+            attempt += 1;
+            session = Session::new(&self.store);
+            decided = decide(&envelope.command, &mut session, envelope.expected_version).await;
         }
     }
 
@@ -191,6 +224,21 @@ impl Pipeline {
             CommandWrite::Appended(Some(appended)) => {
                 outcome.position = appended.position;
                 self.snapshot_in_background(&session, outcome.position, now);
+                for entry in session.entries {
+                    let written = !entry.pending.is_empty();
+                    self.cache.put(
+                        entry.id,
+                        Cached {
+                            version: entry.version(),
+                            last_position: if written {
+                                Some(appended.position)
+                            } else {
+                                entry.last_position
+                            },
+                            state: Arc::from(entry.state),
+                        },
+                    );
+                }
                 Ok(Some(outcome))
             }
         }
@@ -314,6 +362,8 @@ struct Entry {
     encode_state: fn(&(dyn Any + Send + Sync)) -> Option<serde_json::Value>,
     /// Events decided in this command, already applied to `state`.
     pending: Vec<domain_events::DomainEvent>,
+    /// Taken from the cache or assumed new rather than read from the store.
+    unverified: bool,
 }
 
 impl Entry {
@@ -332,6 +382,14 @@ impl Entry {
             state: Box::new(state),
             encode_state: encode_state::<A>,
             pending: Vec::new(),
+            unverified: false,
+        }
+    }
+
+    fn unverified(self) -> Self {
+        Self {
+            unverified: true,
+            ..self
         }
     }
 
@@ -348,26 +406,48 @@ fn encode_state<A: Aggregate>(state: &(dyn Any + Send + Sync)) -> Option<serde_j
 struct Session<'a> {
     store: &'a PostgresEventStore,
     entries: Vec<Entry>,
-    /// Take every aggregate to be new instead of reading it; the append checks it is.
+    /// Aggregates found here are used without reading the store (unverified).
+    cache: Option<&'a AggregateCache>,
+    /// Take every aggregate not in the cache to be new instead of reading it (unverified).
     assume_new: bool,
 }
 
 impl<'a> Session<'a> {
+    /// A session that reads every aggregate from the store.
     fn new(store: &'a PostgresEventStore) -> Self {
         Self {
             store,
             entries: Vec::new(),
+            cache: None,
             assume_new: false,
         }
     }
 
-    /// A session that reads nothing: every aggregate starts empty, and appends expect
-    /// the streams not to exist.
-    fn assuming_new(store: &'a PostgresEventStore) -> Self {
+    /// A session that takes aggregates from `cache` when it has them and, if `assume_new`,
+    /// takes the others to be new; it reads the store only for the rest.
+    fn optimistic(
+        store: &'a PostgresEventStore,
+        cache: &'a AggregateCache,
+        assume_new: bool,
+    ) -> Self {
         Self {
-            assume_new: true,
+            cache: Some(cache),
+            assume_new,
             ..Self::new(store)
         }
+    }
+
+    /// True when some aggregate was not read from the store.
+    fn has_unverified(&self) -> bool {
+        self.entries.iter().any(|e| e.unverified)
+    }
+
+    /// True when every aggregate not read from the store has events to append, so the
+    /// append's version check confirms the state the decision assumed.
+    fn unverified_all_written(&self) -> bool {
+        self.entries
+            .iter()
+            .all(|e| !e.unverified || !e.pending.is_empty())
     }
 
     /// Loads an aggregate (once per session) and returns its state and version.
@@ -375,10 +455,16 @@ impl<'a> Session<'a> {
         let index = match self.entries.iter().position(|e| e.id == id) {
             Some(index) => index,
             None => {
-                let entry = if self.assume_new {
-                    Entry::new::<A>(id, A::default(), Version::INITIAL, None)
-                } else {
-                    load::<A>(self.store, id).await?
+                let cached = self.cache.and_then(|cache| cache.get(id)).and_then(|c| {
+                    let state = c.state.downcast_ref::<A>()?.clone();
+                    Some(Entry::new::<A>(id, state, c.version, c.last_position))
+                });
+                let entry = match cached {
+                    Some(entry) => entry.unverified(),
+                    None if self.assume_new => {
+                        Entry::new::<A>(id, A::default(), Version::INITIAL, None).unverified()
+                    }
+                    None => load::<A>(self.store, id).await?,
                 };
                 self.entries.push(entry);
                 self.entries.len() - 1

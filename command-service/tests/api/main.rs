@@ -4,6 +4,7 @@
 mod errors;
 mod helpers;
 mod idempotency;
+mod instances;
 mod invariants;
 mod lifecycle;
 mod snapshots;
