@@ -119,7 +119,10 @@ mod tests {
         cache.put(newest, cached(0));
         assert!(cache.len() <= CAPACITY * 3 / 4 + 1, "{}", cache.len());
         assert!(cache.get(ids[0]).is_none(), "the oldest is dropped");
-        assert!(cache.get(ids[CAPACITY - 1]).is_some(), "the newest are kept");
+        assert!(
+            cache.get(ids[CAPACITY - 1]).is_some(),
+            "the newest are kept"
+        );
         assert!(cache.get(newest).is_some());
     }
 }

@@ -82,11 +82,8 @@ impl Pipeline {
     /// returned. The common case, a new command, costs no lookup.
     pub async fn execute(&self, envelope: &Envelope) -> Result<Outcome, CommandError> {
         let _turn = self.locks.lock(lock_keys(&envelope.command)).await;
-        let mut session = Session::optimistic(
-            &self.store,
-            &self.cache,
-            creates_streams(&envelope.command),
-        );
+        let mut session =
+            Session::optimistic(&self.store, &self.cache, creates_streams(&envelope.command));
         let decided = decide(&envelope.command, &mut session, envelope.expected_version).await;
         if !session.has_unverified() {
             // Everything came from the store: this was an ordinary first attempt.

@@ -78,11 +78,16 @@ pub async fn rebuild(
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(pool)
         .await?;
-    let mut conn = pool.acquire().await?;
+    // Its own connection, whose commits do not wait for the WAL flush: a rebuild that
+    // dies is started again from scratch, and the swap is one transaction either way.
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    let mut conn = sqlx::PgConnection::connect_with(&options).await?;
     db::create_shadow(&mut conn).await?;
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
         .bind(REBUILD)
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await?;
     db::checkpoint(&mut conn, REBUILD, "rebuilding").await?;
 
@@ -94,8 +99,29 @@ pub async fn rebuild(
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
     let mut last_report = Instant::now();
-    loop {
-        let batch = store.read_all(position, REBUILD_BATCH).await?;
+    // The next batches are read while this one is applied: reading (PostgreSQL, decoding)
+    // and applying (folding, upserting) then keep both cores busy.
+    let (batches, mut ahead) = tokio::sync::mpsc::channel(2);
+    let _reader = {
+        let store = store.clone();
+        service_runtime::task::AbortOnDrop::spawn(async move {
+            let mut from = position;
+            loop {
+                let batch = store.read_all(from, REBUILD_BATCH).await;
+                let last = batch
+                    .as_ref()
+                    .ok()
+                    .and_then(|b| b.last().map(|e| e.position));
+                let stop = last.is_none();
+                if batches.send(batch).await.is_err() || stop {
+                    return;
+                }
+                from = last.unwrap_or(from);
+            }
+        })
+    };
+    while let Some(batch) = ahead.recv().await {
+        let batch = batch?;
         if batch.is_empty() {
             break;
         }
