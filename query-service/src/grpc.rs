@@ -176,12 +176,26 @@ impl QueryService for QueryApi {
         let token = f.token("consistency_token", &r.consistency_token);
         let (id, token) = f.finish(|| Some((id?, token?)))?;
         self.reach(token, wait).await?;
-        let order = db::get_order(&self.pool, id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
+        // The projecting instance keeps order views in memory (see `views`).
+        let leader = self.state.is_leader();
+        let views = self.state.views();
+        let order = match views.get(id).filter(|_| leader) {
+            Some(order) => order,
+            None => {
+                let epoch = views.epoch();
+                let order = db::get_order(&self.pool, id)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
+                let order = Arc::new(order);
+                if leader {
+                    views.add_read(epoch, order.clone());
+                }
+                order
+            }
+        };
         Ok(Response::new(pb::GetOrderResponse {
-            order: Some((&order).into()),
+            order: Some(order.as_ref().into()),
         }))
     }
 

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod model;
 pub mod projection;
 pub mod rebuild;
+pub mod views;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use crate::{
     db::{self, Tables},
-    model::{EventInfo, ReadModel, touched},
+    model::{EventInfo, OrderView, ReadModel, touched},
+    views::OrderViews,
 };
 
 /// The live projection's name in `projection_checkpoints`.
@@ -51,7 +52,7 @@ pub enum BatchError {
 }
 
 /// What one batch did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// The new checkpoint.
     pub position: Position,
@@ -59,6 +60,8 @@ pub struct Applied {
     pub applied: i64,
     /// Events of unknown types skipped.
     pub skipped: i64,
+    /// The order views the batch changed, as committed.
+    pub orders: Vec<OrderView>,
 }
 
 /// Applies `batch` (which follows `from` in the log) to `tables` and moves the checkpoint
@@ -75,6 +78,7 @@ pub async fn apply_batch(
             position: from,
             applied: 0,
             skipped: 0,
+            orders: Vec::new(),
         });
     };
     let mut events = Vec::with_capacity(batch.len());
@@ -157,6 +161,7 @@ pub async fn apply_batch(
         position: last.position,
         applied,
         skipped,
+        orders: orders.into_iter().cloned().collect(),
     })
 }
 
@@ -180,6 +185,7 @@ pub struct ProjectionState {
     leader: AtomicBool,
     stopped: Mutex<Option<String>>,
     watchers: AtomicUsize,
+    views: OrderViews,
 }
 
 impl Default for ProjectionState {
@@ -189,6 +195,7 @@ impl Default for ProjectionState {
             leader: AtomicBool::new(false),
             stopped: Mutex::new(None),
             watchers: AtomicUsize::new(0),
+            views: OrderViews::default(),
         }
     }
 }
@@ -210,6 +217,12 @@ impl ProjectionState {
             *current = position;
             moved
         });
+    }
+
+    /// The order views this instance keeps in memory (see [`OrderViews`]); use them only
+    /// while [`Self::is_leader`].
+    pub fn views(&self) -> &OrderViews {
+        &self.views
     }
 
     /// True while this instance holds the projection's leadership lock.
@@ -285,10 +298,12 @@ pub async fn run_projector(
         };
         match db::try_lead(&mut conn, READ_MODELS).await {
             Ok(true) => {
+                state.views.clear();
                 state.leader.store(true, Ordering::Relaxed);
                 tracing::info!("this instance now applies the read-model projection");
                 let outcome = lead(&mut conn, &pool, &store, &state, &mut shutdown).await;
                 state.leader.store(false, Ordering::Relaxed);
+                state.views.clear();
                 drop(conn);
                 match outcome {
                     Lead::Shutdown => return,
@@ -375,6 +390,8 @@ async fn lead(
         match apply_batch(conn, db::LIVE, READ_MODELS, checkpoint, &batch).await {
             Ok(applied) => {
                 checkpoint = applied.position;
+                // Views first: a read that sees the new checkpoint must find them.
+                state.views.put_batch(applied.orders);
                 state.advance_to(checkpoint);
             }
             Err(BatchError::CheckpointMoved) => {

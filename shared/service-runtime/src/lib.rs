@@ -2,6 +2,7 @@
 //! health and reflection, the database connection, a clock that tests can set, and the
 //! helpers that turn bad fields into `INVALID_ARGUMENT` with field violations.
 
+pub mod bounded;
 pub mod clock;
 pub mod database;
 pub mod edge;
