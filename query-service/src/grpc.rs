@@ -72,6 +72,29 @@ fn store_error(err: event_store::Error) -> Status {
     }
 }
 
+/// An order's view: from memory on the projecting instance when it is there (see
+/// [`crate::views`]), else from the table (and then kept in memory, on the leader).
+async fn order_view(
+    state: &ProjectionState,
+    pool: &PgPool,
+    id: uuid::Uuid,
+) -> Result<Option<Arc<crate::model::OrderView>>, Status> {
+    let leader = state.is_leader();
+    let views = state.views();
+    if leader && let Some(order) = views.get(id) {
+        return Ok(Some(order));
+    }
+    let epoch = views.epoch();
+    let Some(order) = db::get_order(pool, id).await.map_err(db_error)? else {
+        return Ok(None);
+    };
+    let order = Arc::new(order);
+    if leader {
+        views.add_read(epoch, order.clone());
+    }
+    Ok(Some(order))
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchOrderResponse, Status>> + Send>>;
 
 /// One `WatchOrder` stream: sends a view for every version of the order, in order.
@@ -81,6 +104,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchOrderResponse, Stat
 struct OrderWatch {
     pool: PgPool,
     store: PostgresEventStore,
+    state: Arc<ProjectionState>,
     order_id: uuid::Uuid,
     last: crate::model::OrderView,
     tx: mpsc::Sender<Result<pb::WatchOrderResponse, Status>>,
@@ -114,6 +138,16 @@ impl OrderWatch {
     /// Sends one view per order event since the last view, then the stored row if it
     /// holds more (stock and payment statuses come from other streams).
     async fn catch_up(&mut self) -> Result<(), Status> {
+        // On the projecting instance, the view in memory says whether the order moved.
+        if self.state.is_leader()
+            && self
+                .state
+                .views()
+                .get(self.order_id)
+                .is_some_and(|view| *view == self.last)
+        {
+            return Ok(());
+        }
         let after = event_store::Version::new(self.last.version as u64 + 1);
         let events = self
             .store
@@ -176,24 +210,9 @@ impl QueryService for QueryApi {
         let token = f.token("consistency_token", &r.consistency_token);
         let (id, token) = f.finish(|| Some((id?, token?)))?;
         self.reach(token, wait).await?;
-        // The projecting instance keeps order views in memory (see `views`).
-        let leader = self.state.is_leader();
-        let views = self.state.views();
-        let order = match views.get(id).filter(|_| leader) {
-            Some(order) => order,
-            None => {
-                let epoch = views.epoch();
-                let order = db::get_order(&self.pool, id)
-                    .await
-                    .map_err(db_error)?
-                    .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
-                let order = Arc::new(order);
-                if leader {
-                    views.add_read(epoch, order.clone());
-                }
-                order
-            }
-        };
+        let order = order_view(&self.state, &self.pool, id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(order.as_ref().into()),
         }))
@@ -356,17 +375,17 @@ impl QueryService for QueryApi {
         let token = f.token("consistency_token", &r.consistency_token);
         let (id, token) = f.finish(|| Some((id?, token?)))?;
         self.reach(token, wait).await?;
-        let first = db::get_order(&self.pool, id)
-            .await
-            .map_err(db_error)?
+        let first = order_view(&self.state, &self.pool, id)
+            .await?
             .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
 
         let (tx, rx) = mpsc::channel(16);
         let watch = OrderWatch {
             pool: self.pool.clone(),
             store: self.store.clone(),
+            state: self.state.clone(),
             order_id: id,
-            last: first,
+            last: first.as_ref().clone(),
             tx,
         };
         let checkpoint = self.state.subscribe();
