@@ -112,7 +112,17 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let pool = service_runtime::database::connect(&config.database_url, config.pool_size).await?;
+    let pool = service_runtime::database::connect_with_settings(
+        &config.database_url,
+        config.pool_size,
+        // Saga rows are a cache of decisions whose effects are recorded, durably, by
+        // command-service under each step's fixed idempotency key: a save lost in a crash
+        // only makes a worker send that step again and get the recorded result. So commits
+        // here do not wait for the WAL flush (the follower's checkpoint and the sagas it
+        // starts still commit together, and are lost or kept together).
+        &[("synchronous_commit", "off")],
+    )
+    .await?;
     let store = PostgresEventStore::new(pool.clone());
     let policy = config.policy();
     // Lazy: the saga retries while command-service is away instead of refusing to start.
