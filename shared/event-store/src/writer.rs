@@ -1,10 +1,12 @@
 //! Group commit: concurrent commands share one append statement and one WAL flush.
 //!
-//! Callers hand their command to a channel and wait for its own result. A few writer tasks
-//! take turns at the channel: each takes every command waiting (up to [`MAX_BATCH`]) and
-//! writes them together while the next writer gathers the following batch. With one caller
-//! a batch is one command and nothing waits; with many, a commit carries many commands, as
-//! EventStoreDB's single writer does.
+//! Callers hand their command to a channel and wait for its own result. A writer task
+//! takes every command waiting (up to [`MAX_BATCH`]) and writes them together; commands
+//! arriving meanwhile wait for the next batch. With one caller a batch is one command and
+//! nothing waits; with many, a commit carries many commands, as EventStoreDB's single
+//! writer does. Several writers can take turns at the channel, but on the two cores this
+//! was measured on, one writer with bigger batches beat two (64 clients: 7,949 against
+//! 6,992 commands/s in the same session).
 
 use std::sync::{Arc, OnceLock};
 
@@ -19,9 +21,9 @@ use crate::{
 /// The most commands one statement carries.
 pub const MAX_BATCH: usize = 256;
 
-/// How many batches may be written at once by default: one being written while the next
-/// gathers keeps the database busy without letting batches shrink to single commands.
-pub const DEFAULT_WRITERS: usize = 2;
+/// How many batches may be written at once by default: one, so that commands arriving
+/// during a write all share the next one.
+pub const DEFAULT_WRITERS: usize = 1;
 
 struct Request {
     command: CommandAppend,
