@@ -77,7 +77,10 @@ pub async fn run_with_clock(
         // Every statement here is a point lookup or the append, whose plan does not depend
         // on its parameters. PostgreSQL would otherwise plan the append afresh on each call
         // (its estimate for a custom plan always wins): a sixth of the CPU at 64 clients.
-        &[("plan_cache_mode", "force_generic_plan")],
+        &[
+            ("application_name", "command-service"),
+            ("plan_cache_mode", "force_generic_plan"),
+        ],
     )
     .await?;
     let store = PostgresEventStore::new(pool.clone()).with_command_writers(config.command_writers);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use event_store::Position;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row, postgres::PgRow};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row, postgres::PgRow, types::Json};
 use uuid::Uuid;
 
 use crate::model::{CustomerView, LineView, OrderView, ProductView};
@@ -153,28 +153,84 @@ pub async fn load_customers(
         .collect()
 }
 
-/// Inserts or replaces orders, all in one statement.
-pub async fn upsert_orders(
+/// One batch's changes to the read models, and the checkpoint move that covers them.
+#[derive(Debug)]
+pub struct BatchWrite<'a> {
+    /// The projection whose checkpoint moves.
+    pub projection: &'a str,
+    /// Where the checkpoint must be now.
+    pub from: Position,
+    /// Where it moves to.
+    pub to: Position,
+    /// Events folded in.
+    pub applied: i64,
+    /// Events of unknown types skipped.
+    pub skipped: i64,
+    /// Orders to insert or replace.
+    pub orders: &'a [&'a OrderView],
+    /// Products to insert or replace.
+    pub products: &'a [&'a ProductView],
+    /// Customer summaries to insert or replace.
+    pub customers: &'a [&'a CustomerView],
+}
+
+/// Writes a batch in one statement: the checkpoint moves from `from` to `to` (compare and
+/// set) and, only if it did, the rows are inserted or replaced. One statement is one
+/// transaction and one round trip. False when the checkpoint was not at `from` (nothing
+/// is written).
+pub async fn write_batch(
     conn: &mut PgConnection,
     t: Tables,
-    orders: &[&OrderView],
-) -> Result<(), sqlx::Error> {
-    if orders.is_empty() {
-        return Ok(());
-    }
+    batch: &BatchWrite<'_>,
+) -> Result<bool, sqlx::Error> {
     let sql = format!(
-        "INSERT INTO {} ({ORDER_COLUMNS}) \
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::bigint[], \
-                              $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[], \
-                              $12::timestamptz[], $13::bigint[]) \
-         ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, status = excluded.status, \
-           currency = excluded.currency, lines = excluded.lines, total_minor = excluded.total_minor, \
-           payment_method = excluded.payment_method, stock_status = excluded.stock_status, \
-           payment_status = excluded.payment_status, cancellation_reason = excluded.cancellation_reason, \
-           created_at = excluded.created_at, updated_at = excluded.updated_at, version = excluded.version",
-        t.orders
+        "WITH moved AS ( \
+           UPDATE projection_checkpoints SET transaction_id = $4, global_position = $5, \
+             events_applied = events_applied + $6, unknown_skipped = unknown_skipped + $7, updated_at = now() \
+           WHERE projection = $1 AND transaction_id = $2 AND global_position = $3 \
+           RETURNING 1 \
+         ), orders AS ( \
+           INSERT INTO {orders} ({ORDER_COLUMNS}) \
+           SELECT * FROM unnest($8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::jsonb[], $13::bigint[], \
+                                $14::text[], $15::text[], $16::text[], $17::text[], $18::timestamptz[], \
+                                $19::timestamptz[], $20::bigint[]) \
+           WHERE EXISTS (SELECT 1 FROM moved) \
+           ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, status = excluded.status, \
+             currency = excluded.currency, lines = excluded.lines, total_minor = excluded.total_minor, \
+             payment_method = excluded.payment_method, stock_status = excluded.stock_status, \
+             payment_status = excluded.payment_status, cancellation_reason = excluded.cancellation_reason, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at, version = excluded.version \
+         ), products AS ( \
+           INSERT INTO {products} ({PRODUCT_COLUMNS}) \
+           SELECT * FROM unnest($21::text[], $22::text[], $23::bigint[], $24::text[], $25::bigint[], $26::bigint[], \
+                                $27::bigint[], $28::timestamptz[]) \
+           WHERE EXISTS (SELECT 1 FROM moved) \
+           ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price_minor = excluded.price_minor, \
+             currency = excluded.currency, on_hand = excluded.on_hand, reserved = excluded.reserved, \
+             version = excluded.version, updated_at = excluded.updated_at \
+         ), customers AS ( \
+           INSERT INTO {customers} ({CUSTOMER_COLUMNS}) \
+           SELECT * FROM unnest($29::uuid[], $30::bigint[], $31::bigint[], $32::jsonb[], $33::uuid[], \
+                                $34::timestamptz[]) \
+           WHERE EXISTS (SELECT 1 FROM moved) \
+           ON CONFLICT (customer_id) DO UPDATE SET order_count = excluded.order_count, \
+             confirmed_count = excluded.confirmed_count, spent = excluded.spent, \
+             last_order_id = excluded.last_order_id, last_order_at = excluded.last_order_at \
+         ) \
+         SELECT count(*) FROM moved",
+        orders = t.orders,
+        products = t.products,
+        customers = t.customers,
     );
-    sqlx::query(AssertSqlSafe(sql))
+    let (orders, products, customers) = (batch.orders, batch.products, batch.customers);
+    let moved: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(batch.projection)
+        .bind(batch.from.transaction_id as i64)
+        .bind(batch.from.global_position as i64)
+        .bind(batch.to.transaction_id as i64)
+        .bind(batch.to.global_position as i64)
+        .bind(batch.applied)
+        .bind(batch.skipped)
         .bind(orders.iter().map(|o| o.order_id).collect::<Vec<_>>())
         .bind(orders.iter().map(|o| o.customer_id).collect::<Vec<_>>())
         .bind(orders.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
@@ -184,12 +240,7 @@ pub async fn upsert_orders(
                 .map(|o| o.currency.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            orders
-                .iter()
-                .map(|o| sqlx::types::Json(&o.lines))
-                .collect::<Vec<_>>(),
-        )
+        .bind(orders.iter().map(|o| Json(&o.lines)).collect::<Vec<_>>())
         .bind(orders.iter().map(|o| o.total_minor).collect::<Vec<_>>())
         .bind(
             orders
@@ -218,30 +269,6 @@ pub async fn upsert_orders(
         .bind(orders.iter().map(|o| o.created_at).collect::<Vec<_>>())
         .bind(orders.iter().map(|o| o.updated_at).collect::<Vec<_>>())
         .bind(orders.iter().map(|o| o.version).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Inserts or replaces products, all in one statement.
-pub async fn upsert_products(
-    conn: &mut PgConnection,
-    t: Tables,
-    products: &[&ProductView],
-) -> Result<(), sqlx::Error> {
-    if products.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO {} ({PRODUCT_COLUMNS}) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], \
-                              $7::bigint[], $8::timestamptz[]) \
-         ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price_minor = excluded.price_minor, \
-           currency = excluded.currency, on_hand = excluded.on_hand, reserved = excluded.reserved, \
-           version = excluded.version, updated_at = excluded.updated_at",
-        t.products
-    );
-    sqlx::query(AssertSqlSafe(sql))
         .bind(products.iter().map(|p| p.sku.as_str()).collect::<Vec<_>>())
         .bind(products.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
         .bind(products.iter().map(|p| p.price_minor).collect::<Vec<_>>())
@@ -255,29 +282,6 @@ pub async fn upsert_products(
         .bind(products.iter().map(|p| p.reserved).collect::<Vec<_>>())
         .bind(products.iter().map(|p| p.version).collect::<Vec<_>>())
         .bind(products.iter().map(|p| p.updated_at).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Inserts or replaces customer summaries, all in one statement.
-pub async fn upsert_customers(
-    conn: &mut PgConnection,
-    t: Tables,
-    customers: &[&CustomerView],
-) -> Result<(), sqlx::Error> {
-    if customers.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO {} ({CUSTOMER_COLUMNS}) \
-         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[], $5::uuid[], $6::timestamptz[]) \
-         ON CONFLICT (customer_id) DO UPDATE SET order_count = excluded.order_count, \
-           confirmed_count = excluded.confirmed_count, spent = excluded.spent, \
-           last_order_id = excluded.last_order_id, last_order_at = excluded.last_order_at",
-        t.customers
-    );
-    sqlx::query(AssertSqlSafe(sql))
         .bind(customers.iter().map(|c| c.customer_id).collect::<Vec<_>>())
         .bind(customers.iter().map(|c| c.order_count).collect::<Vec<_>>())
         .bind(
@@ -286,12 +290,7 @@ pub async fn upsert_customers(
                 .map(|c| c.confirmed_count)
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            customers
-                .iter()
-                .map(|c| sqlx::types::Json(&c.spent))
-                .collect::<Vec<_>>(),
-        )
+        .bind(customers.iter().map(|c| Json(&c.spent)).collect::<Vec<_>>())
         .bind(
             customers
                 .iter()
@@ -304,9 +303,9 @@ pub async fn upsert_customers(
                 .map(|c| c.last_order_at)
                 .collect::<Vec<_>>(),
         )
-        .execute(conn)
+        .fetch_one(conn)
         .await?;
-    Ok(())
+    Ok(moved == 1)
 }
 
 /// A projection's stored progress.
@@ -389,34 +388,6 @@ pub async fn stored_position(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|(tx, pos)| Position::new(tx as u64, pos as u64)))
-}
-
-/// Moves a checkpoint from `from` to `to`, in the caller's transaction. Returns false if the
-/// checkpoint is no longer at `from` (another instance or a rebuild moved it): the caller
-/// must roll back.
-pub async fn advance(
-    conn: &mut PgConnection,
-    projection: &str,
-    from: Position,
-    to: Position,
-    applied: i64,
-    skipped: i64,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
-        "UPDATE projection_checkpoints SET transaction_id = $4, global_position = $5, \
-           events_applied = events_applied + $6, unknown_skipped = unknown_skipped + $7, updated_at = now() \
-         WHERE projection = $1 AND transaction_id = $2 AND global_position = $3",
-    )
-    .bind(projection)
-    .bind(from.transaction_id as i64)
-    .bind(from.global_position as i64)
-    .bind(to.transaction_id as i64)
-    .bind(to.global_position as i64)
-    .bind(applied)
-    .bind(skipped)
-    .execute(conn)
-    .await?;
-    Ok(result.rows_affected() == 1)
 }
 
 /// Records a projection's state (and error), outside any batch.

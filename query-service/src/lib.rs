@@ -72,7 +72,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let pool = service_runtime::database::connect(&config.database_url, config.pool_size).await?;
+    let pool = service_runtime::database::connect_with_settings(
+        &config.database_url,
+        config.pool_size,
+        &[("application_name", "query-service")],
+    )
+    .await?;
     let store = PostgresEventStore::new(pool.clone());
     let state = Arc::new(projection::ProjectionState::default());
     let (stop, stopping) = watch::channel(false);
@@ -115,7 +120,12 @@ pub async fn run(
 
 /// Runs a rebuild to completion, printing progress to stdout.
 pub async fn run_rebuild(config: Config) -> anyhow::Result<()> {
-    let pool = service_runtime::database::connect(&config.database_url, 4).await?;
+    let pool = service_runtime::database::connect_with_settings(
+        &config.database_url,
+        4,
+        &[("application_name", "query-service rebuild")],
+    )
+    .await?;
     let store = PostgresEventStore::new(pool.clone());
     let (done, position) =
         rebuild::rebuild(&pool, &store, |p| println!("{}", p.describe())).await?;

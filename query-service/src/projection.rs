@@ -65,7 +65,7 @@ pub struct Applied {
 }
 
 /// Applies `batch` (which follows `from` in the log) to `tables` and moves the checkpoint
-/// of `projection` from `from` to the batch's last position, in one transaction.
+/// of `projection` from `from` to the batch's last position, all in one statement.
 pub async fn apply_batch(
     conn: &mut PgConnection,
     tables: Tables,
@@ -121,17 +121,19 @@ pub async fn apply_batch(
     let order_ids: Vec<Uuid> = order_ids.difference(&new_orders).copied().collect();
     let skus: Vec<String> = skus.into_iter().collect();
 
-    let mut tx = conn.begin().await?;
+    // The rows the batch touches are read first, outside any transaction: this instance is
+    // the only writer while it holds the lock, and the write below only happens if the
+    // checkpoint is still where these reads assumed it.
     let mut model = ReadModel::default();
-    for order in db::load_orders(&mut tx, tables, &order_ids).await? {
+    for order in db::load_orders(conn, tables, &order_ids).await? {
         customer_ids.insert(order.customer_id);
         model.orders.insert(order.order_id, order);
     }
-    for product in db::load_products(&mut tx, tables, &skus).await? {
+    for product in db::load_products(conn, tables, &skus).await? {
         model.products.insert(product.sku.clone(), product);
     }
     let customer_ids: Vec<Uuid> = customer_ids.into_iter().collect();
-    for customer in db::load_customers(&mut tx, tables, &customer_ids).await? {
+    for customer in db::load_customers(conn, tables, &customer_ids).await? {
         model.customers.insert(customer.customer_id, customer);
     }
     let before = model.clone();
@@ -148,15 +150,20 @@ pub async fn apply_batch(
     let orders = changed(&before.orders, &model.orders);
     let products = changed(&before.products, &model.products);
     let customers = changed(&before.customers, &model.customers);
-    db::upsert_orders(&mut tx, tables, &orders).await?;
-    db::upsert_products(&mut tx, tables, &products).await?;
-    db::upsert_customers(&mut tx, tables, &customers).await?;
     let applied = events.len() as i64;
-    if !db::advance(&mut tx, projection, from, last.position, applied, skipped).await? {
-        tx.rollback().await?;
+    let write = db::BatchWrite {
+        projection,
+        from,
+        to: last.position,
+        applied,
+        skipped,
+        orders: &orders,
+        products: &products,
+        customers: &customers,
+    };
+    if !db::write_batch(conn, tables, &write).await? {
         return Err(BatchError::CheckpointMoved);
     }
-    tx.commit().await?;
     Ok(Applied {
         position: last.position,
         applied,
@@ -281,6 +288,7 @@ pub async fn run_projector(
     // them. Not waiting takes a flush off every batch and off the read-model lag.
     let options = (*pool.connect_options())
         .clone()
+        .application_name("query-service projector")
         .options([("synchronous_commit", "off")]);
     loop {
         if *shutdown.borrow() {

@@ -33,7 +33,9 @@ pub async fn run(
     work: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let options = (*pool.connect_options()).clone();
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name("saga-service follower");
     while !*shutdown.borrow() {
         let mut conn = match PgConnection::connect_with(&options).await {
             Ok(conn) => conn,

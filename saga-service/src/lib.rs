@@ -120,7 +120,10 @@ pub async fn run_with_clock(
         // only makes a worker send that step again and get the recorded result. So commits
         // here do not wait for the WAL flush (the follower's checkpoint and the sagas it
         // starts still commit together, and are lost or kept together).
-        &[("synchronous_commit", "off")],
+        &[
+            ("application_name", "saga-service"),
+            ("synchronous_commit", "off"),
+        ],
     )
     .await?;
     let store = PostgresEventStore::new(pool.clone());
