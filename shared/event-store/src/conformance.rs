@@ -469,6 +469,89 @@ pub async fn reads_the_log_in_batches<S: EventStore>(store: &S) {
     assert_eq!(store.head().await.unwrap(), Some(after));
 }
 
+/// A filtered read returns exactly the events of the asked types, in log order, and its
+/// scan position lets the reader go on without missing or repeating one.
+pub async fn reads_the_log_by_type<S: EventStore>(store: &S) {
+    let types = ["Wanted".to_owned(), "AlsoWanted".to_owned()];
+    let mut wanted = Vec::new();
+    for n in 0..6u64 {
+        let id = AggregateId::new();
+        let batch: Vec<EventEnvelope> = (1..=3)
+            .map(|v| {
+                let event_type = match (n + v) % 3 {
+                    0 => "Wanted",
+                    1 => "Other",
+                    _ => "AlsoWanted",
+                };
+                event(id, v, event_type)
+            })
+            .collect();
+        wanted.extend(
+            batch
+                .iter()
+                .filter(|e| e.event_type != "Other")
+                .map(|e| e.event_id),
+        );
+        store
+            .append(batch, AppendOptions::expect_new())
+            .await
+            .unwrap();
+    }
+    // The whole log must be readable first (see `read_all_eventually`).
+    read_all_eventually(store, Position::START, 18, 100).await;
+
+    let mut read = Vec::new();
+    let mut after = Position::START;
+    loop {
+        let page = store.read_all_of_types(after, 4, &types).await.unwrap();
+        assert!(page.events.len() <= 4, "more than the limit");
+        assert!(page.scanned_to >= after, "the scan went backwards");
+        if let Some(last) = page.events.last() {
+            assert!(page.scanned_to >= last.position);
+        }
+        for e in &page.events {
+            assert!(e.position > after, "positions must increase");
+            assert!(
+                types.contains(&e.event_type),
+                "{} is not wanted",
+                e.event_type
+            );
+        }
+        let done = page.events.is_empty();
+        read.extend(page.events.iter().map(|e| e.event_id));
+        after = page.scanned_to;
+        if done {
+            break;
+        }
+    }
+    assert_eq!(read, wanted);
+
+    // Past the scan position, a new wanted event is found and an unwanted one is not.
+    let id = AggregateId::new();
+    store
+        .append(
+            vec![event(id, 1, "Other"), event(id, 2, "Wanted")],
+            AppendOptions::expect_new(),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = store.read_all_of_types(after, 4, &types).await.unwrap();
+        if !page.events.is_empty() {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new event never came"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].event_type, "Wanted");
+    assert_eq!(page.events[0].aggregate_id, id);
+}
+
 /// Snapshots round-trip; older versions and other schema versions are ignored.
 pub async fn keeps_the_latest_snapshot<S: EventStore>(store: &S) {
     let id = AggregateId::new();

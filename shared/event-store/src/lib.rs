@@ -39,7 +39,8 @@ pub use postgres::{
 pub use query::EventQuery;
 pub use snapshot::Snapshot;
 pub use store::{
-    AppendOptions, AppendResult, EventStore, ExpectedVersion, MultiAppendResult, StreamAppend,
+    AppendOptions, AppendResult, EventStore, ExpectedVersion, LogPage, MultiAppendResult,
+    StreamAppend,
 };
 pub use subscription::{Subscription, Wakeup};
 pub use writer::{DEFAULT_WRITERS, MAX_BATCH};

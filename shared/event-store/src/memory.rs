@@ -276,6 +276,11 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reads_the_log_by_type() {
+        conformance::reads_the_log_by_type(&InMemoryEventStore::new()).await;
+    }
+
+    #[tokio::test]
     async fn keeps_the_latest_snapshot() {
         conformance::keeps_the_latest_snapshot(&InMemoryEventStore::new()).await;
     }

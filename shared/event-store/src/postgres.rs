@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     AggregateId, Error, EventEnvelope, EventId, EventQuery, EventStore, ExpectedVersion,
-    InvalidAppend, Metadata, MultiAppendResult, Position, RecordedEvent, Result, Snapshot,
+    InvalidAppend, LogPage, Metadata, MultiAppendResult, Position, RecordedEvent, Result, Snapshot,
     StreamAppend, Version, Wakeup,
     memory::replayed,
     store::validate,
@@ -133,6 +133,22 @@ const READ_ALL_SQL: &str = "SELECT global_position, transaction_id::text::bigint
        AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY events.transaction_id, events.global_position \
      LIMIT $3";
+
+/// [`READ_ALL_SQL`] for some event types only, plus the scan horizon: the oldest running
+/// transaction, below which everything has been scanned when fewer than `$3` rows match.
+/// One row with NULL event columns when nothing matches.
+const READ_TYPES_SQL: &str = "SELECT e.*, h.horizon \
+     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) AS h \
+     LEFT JOIN LATERAL ( \
+       SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
+         aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+       FROM events \
+       WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2) \
+         AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         AND events.event_type = ANY($4) \
+       ORDER BY events.transaction_id, events.global_position \
+       LIMIT $3 \
+     ) AS e ON true";
 
 const HEAD_SQL: &str = "SELECT transaction_id::text::bigint, global_position FROM events \
      WHERE events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -751,6 +767,42 @@ impl EventStore for PostgresEventStore {
             .iter()
             .map(decode_event)
             .collect()
+    }
+
+    async fn read_all_of_types(
+        &self,
+        after: Position,
+        limit: usize,
+        event_types: &[String],
+    ) -> Result<LogPage> {
+        let rows = sqlx::query(READ_TYPES_SQL)
+            .bind(after.transaction_id.to_string())
+            .bind(i64::try_from(after.global_position).unwrap_or(i64::MAX))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(event_types)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::from_sqlx)?;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut horizon = None;
+        for row in &rows {
+            horizon = row.try_get::<i64, _>(10).ok();
+            if row.try_get::<Option<i64>, _>(0).ok().flatten().is_some() {
+                events.push(decode_event(row)?);
+            }
+        }
+        let scanned_to = match (events.last(), horizon) {
+            // A full page: more may match right after it.
+            (Some(last), _) if events.len() >= limit => last.position,
+            // Everything below the oldest running transaction has been scanned, and no
+            // event can appear there later.
+            (_, Some(horizon)) if horizon > 0 => {
+                Position::new(horizon as u64 - 1, i64::MAX as u64).max(after)
+            }
+            (Some(last), _) => last.position,
+            (None, _) => after,
+        };
+        Ok(LogPage { events, scanned_to })
     }
 
     async fn head(&self) -> Result<Option<Position>> {

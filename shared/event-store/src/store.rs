@@ -96,6 +96,16 @@ pub struct MultiAppendResult {
     pub position: Position,
 }
 
+/// A filtered read of the log (see [`EventStore::read_all_of_types`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPage {
+    /// The matching events, in log order.
+    pub events: Vec<RecordedEvent>,
+    /// Everything up to here has been scanned: read on from this position. It may lie
+    /// past the last event returned, never before it.
+    pub scanned_to: Position,
+}
+
 /// An append-only store of event streams with a global, late-commit-safe log.
 ///
 /// Every method that writes is all-or-nothing. Methods return futures that are `Send`, so a
@@ -164,6 +174,38 @@ pub trait EventStore: Send + Sync {
         after: Position,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
+
+    /// Like [`EventStore::read_all`], but only events of `event_types`: up to `limit` of
+    /// them, and how far the log was scanned, so a reader interested in few types moves
+    /// past the rest without receiving them. This default reads every event and filters.
+    fn read_all_of_types(
+        &self,
+        after: Position,
+        limit: usize,
+        event_types: &[String],
+    ) -> impl Future<Output = Result<LogPage>> + Send {
+        async move {
+            let mut page = LogPage {
+                events: Vec::new(),
+                scanned_to: after,
+            };
+            loop {
+                let read = self.read_all(page.scanned_to, limit).await?;
+                let Some(last) = read.last().map(|e| e.position) else {
+                    return Ok(page);
+                };
+                page.scanned_to = last;
+                let full = read.len() >= limit;
+                page.events.extend(
+                    read.into_iter()
+                        .filter(|e| event_types.contains(&e.event_type)),
+                );
+                if !page.events.is_empty() || !full {
+                    return Ok(page);
+                }
+            }
+        }
+    }
 
     /// The position of the last event [`EventStore::read_all`] can return now, if any.
     fn head(&self) -> impl Future<Output = Result<Option<Position>>> + Send;

@@ -102,6 +102,7 @@ pub struct Subscription<S> {
     position: Position,
     batch_size: usize,
     poll_interval: Duration,
+    event_types: Option<Vec<String>>,
 }
 
 impl<S: EventStore> Subscription<S> {
@@ -115,6 +116,7 @@ impl<S: EventStore> Subscription<S> {
             position: after,
             batch_size: 500,
             poll_interval: Duration::from_millis(250),
+            event_types: None,
         })
     }
 
@@ -130,7 +132,15 @@ impl<S: EventStore> Subscription<S> {
         self
     }
 
-    /// The position of the last event returned (or the starting checkpoint).
+    /// Only events of these types are returned; the rest of the log is skipped over
+    /// inside the store (see [`EventStore::read_all_of_types`]).
+    pub fn with_event_types(mut self, event_types: &[&str]) -> Self {
+        self.event_types = Some(event_types.iter().map(|t| (*t).to_owned()).collect());
+        self
+    }
+
+    /// How far the log has been read: the last event returned, or past it when events of
+    /// other types were skipped (or the starting checkpoint).
     pub fn position(&self) -> Position {
         self.position
     }
@@ -143,6 +153,14 @@ impl<S: EventStore> Subscription<S> {
 
     /// The next batch of events that is available now, possibly empty.
     pub async fn poll_batch(&mut self) -> Result<Vec<RecordedEvent>> {
+        if let Some(types) = &self.event_types {
+            let page = self
+                .store
+                .read_all_of_types(self.position, self.batch_size, types)
+                .await?;
+            self.position = page.scanned_to;
+            return Ok(page.events);
+        }
         let batch = self.store.read_all(self.position, self.batch_size).await?;
         if let Some(last) = batch.last() {
             self.position = last.position;

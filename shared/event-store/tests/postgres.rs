@@ -50,6 +50,11 @@ async fn reads_the_log_in_batches(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn reads_the_log_by_type(pool: PgPool) {
+    conformance::reads_the_log_by_type(&store(pool)).await;
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn keeps_the_latest_snapshot(pool: PgPool) {
     conformance::keeps_the_latest_snapshot(&store(pool)).await;
 }
