@@ -64,28 +64,46 @@ pub struct Applied {
     pub orders: Vec<OrderView>,
 }
 
-/// Applies `batch` (which follows `from` in the log) to `tables` and moves the checkpoint
-/// of `projection` from `from` to the batch's last position, all in one statement.
-pub async fn apply_batch(
-    conn: &mut PgConnection,
-    tables: Tables,
-    projection: &str,
-    from: Position,
-    batch: &[RecordedEvent],
-) -> Result<Applied, BatchError> {
-    let Some(last) = batch.last() else {
-        return Ok(Applied {
-            position: from,
-            applied: 0,
-            skipped: 0,
-            orders: Vec::new(),
-        });
-    };
+/// A batch of the log decoded into domain events, ready to fold.
+#[derive(Debug)]
+pub struct DecodedBatch {
+    events: Vec<(DomainEvent, EventInfo)>,
+    skipped: i64,
+    last: Option<Position>,
+}
+
+impl DecodedBatch {
+    /// Events in the batch, decoded or skipped.
+    pub fn len(&self) -> usize {
+        self.events.len() + self.skipped as usize
+    }
+
+    /// True for a batch of no events.
+    pub fn is_empty(&self) -> bool {
+        self.last.is_none()
+    }
+
+    /// The position of its last event.
+    pub fn last(&self) -> Option<Position> {
+        self.last
+    }
+}
+
+/// Decodes a batch of the log. Events of unknown types are skipped (and counted); an event
+/// that does not decode stops the projection.
+pub fn decode_batch(batch: &[RecordedEvent]) -> Result<DecodedBatch, BatchError> {
     let mut events = Vec::with_capacity(batch.len());
     let mut skipped = 0;
     for recorded in batch {
         match StoredEvent::decode(&recorded.event_type, &recorded.payload) {
-            Ok(event) => events.push((event, recorded)),
+            Ok(event) => events.push((
+                event,
+                EventInfo {
+                    aggregate_id: recorded.aggregate_id.as_uuid(),
+                    version: recorded.version.get() as i64,
+                    occurred_at: recorded.timestamp,
+                },
+            )),
             Err(DecodeError::UnknownEventType(event_type)) => {
                 tracing::warn!(%event_type, event_id = %recorded.event_id, "skipping an event of an unknown type");
                 skipped += 1;
@@ -100,6 +118,43 @@ pub async fn apply_batch(
             }
         }
     }
+    Ok(DecodedBatch {
+        events,
+        skipped,
+        last: batch.last().map(|e| e.position),
+    })
+}
+
+/// Applies `batch` (which follows `from` in the log) to `tables` and moves the checkpoint
+/// of `projection` from `from` to the batch's last position, all in one statement.
+pub async fn apply_batch(
+    conn: &mut PgConnection,
+    tables: Tables,
+    projection: &str,
+    from: Position,
+    batch: &[RecordedEvent],
+) -> Result<Applied, BatchError> {
+    let decoded = decode_batch(batch)?;
+    apply_decoded(conn, tables, projection, from, &decoded).await
+}
+
+/// [`apply_batch`] for a batch decoded already (a rebuild decodes while it writes).
+pub async fn apply_decoded(
+    conn: &mut PgConnection,
+    tables: Tables,
+    projection: &str,
+    from: Position,
+    batch: &DecodedBatch,
+) -> Result<Applied, BatchError> {
+    let Some(last) = batch.last else {
+        return Ok(Applied {
+            position: from,
+            applied: 0,
+            skipped: 0,
+            orders: Vec::new(),
+        });
+    };
+    let (events, skipped) = (&batch.events, batch.skipped);
 
     // Orders whose first event here is their creation have no row yet: only the others
     // are read.
@@ -107,7 +162,7 @@ pub async fn apply_batch(
     let mut new_orders = HashSet::new();
     let mut skus = HashSet::new();
     let mut customer_ids = HashSet::new();
-    for (event, _) in &events {
+    for (event, _) in events {
         let (order, sku, customer) = touched(event);
         if let Some(order) = order
             && order_ids.insert(order)
@@ -137,15 +192,8 @@ pub async fn apply_batch(
         model.customers.insert(customer.customer_id, customer);
     }
     let before = model.clone();
-    for (event, recorded) in &events {
-        model.apply(
-            event,
-            EventInfo {
-                aggregate_id: recorded.aggregate_id.as_uuid(),
-                version: recorded.version.get() as i64,
-                occurred_at: recorded.timestamp,
-            },
-        );
+    for (event, info) in events {
+        model.apply(event, *info);
     }
     let orders = changed(&before.orders, &model.orders);
     let products = changed(&before.products, &model.products);
@@ -154,7 +202,7 @@ pub async fn apply_batch(
     let write = db::BatchWrite {
         projection,
         from,
-        to: last.position,
+        to: last,
         applied,
         skipped,
         orders: &orders,
@@ -165,7 +213,7 @@ pub async fn apply_batch(
         return Err(BatchError::CheckpointMoved);
     }
     Ok(Applied {
-        position: last.position,
+        position: last,
         applied,
         skipped,
         orders: orders.into_iter().cloned().collect(),

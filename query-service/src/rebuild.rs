@@ -16,7 +16,7 @@ use sqlx::{Connection, PgPool};
 
 use crate::{
     db,
-    projection::{BatchError, READ_MODELS, apply_batch},
+    projection::{BatchError, READ_MODELS, apply_batch, apply_decoded, decode_batch},
 };
 
 /// The rebuild's checkpoint name.
@@ -99,21 +99,22 @@ pub async fn rebuild(
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
     let mut last_report = Instant::now();
-    // The next batches are read while this one is applied: reading (PostgreSQL, decoding)
-    // and applying (folding, upserting) then keep both cores busy.
+    // The next batches are read and decoded while this one is written: reading and
+    // decoding (PostgreSQL, JSON) and folding and writing then keep both cores busy.
     let (batches, mut ahead) = tokio::sync::mpsc::channel(2);
     let _reader = {
         let store = store.clone();
         service_runtime::task::AbortOnDrop::spawn(async move {
             let mut from = position;
             loop {
-                let batch = store.read_all(from, REBUILD_BATCH).await;
-                let last = batch
-                    .as_ref()
-                    .ok()
-                    .and_then(|b| b.last().map(|e| e.position));
+                let read = store
+                    .read_all(from, REBUILD_BATCH)
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|batch| Ok(decode_batch(&batch)?));
+                let last = read.as_ref().ok().and_then(|b| b.last());
                 let stop = last.is_none();
-                if batches.send(batch).await.is_err() || stop {
+                if batches.send(read).await.is_err() || stop {
                     return;
                 }
                 from = last.unwrap_or(from);
@@ -125,7 +126,11 @@ pub async fn rebuild(
         if batch.is_empty() {
             break;
         }
-        let applied = apply(&mut conn, position, &batch).await?;
+        let applied = match apply_decoded(&mut conn, db::SHADOW, REBUILD, position, &batch).await {
+            Ok(applied) => applied.position,
+            Err(BatchError::CheckpointMoved) => anyhow::bail!("another rebuild is running"),
+            Err(err) => return Err(err.into()),
+        };
         position = applied;
         done += batch.len() as u64;
         if last_report.elapsed().as_millis() >= 500 {

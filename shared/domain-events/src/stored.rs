@@ -185,8 +185,13 @@ impl StoredEvent {
                 version,
             });
         }
-        let payload = upcast(event_type, version, payload.clone())?;
-        decode_current(event_type, payload).map_err(|reason| malformed(event_type, reason))
+        let decoded = if version < current {
+            decode_current(event_type, &upcast(event_type, version, payload.clone())?)
+        } else {
+            // The common case reads the stored payload as it is, without a copy.
+            decode_current(event_type, payload)
+        };
+        decoded.map_err(|reason| malformed(event_type, reason))
     }
 }
 
@@ -290,8 +295,7 @@ fn lines(p: &Value) -> Decoded<Vec<OrderLine>> {
         .collect()
 }
 
-fn decode_current(event_type: &str, p: Value) -> Decoded<DomainEvent> {
-    let p = &p;
+fn decode_current(event_type: &str, p: &Value) -> Decoded<DomainEvent> {
     Ok(match event_type {
         "OrderCreated" => DomainEvent::OrderCreated(OrderCreated {
             order_id: order_id(p)?,
