@@ -46,9 +46,14 @@ impl AggregateCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached aggregate, if any.
-    pub fn get(&self, id: AggregateId) -> Option<Cached> {
-        self.map().get(&id).cloned()
+    /// Takes the cached aggregate out, so its state can be used without a copy; the
+    /// pipeline puts the new state back after a successful append. Commands on one
+    /// aggregate queue in-process, so no other command of this process wants it meanwhile.
+    pub fn take(&self, id: AggregateId) -> Option<Cached> {
+        let mut map = self.map();
+        let cached = map.get(&id).cloned();
+        map.remove(&id);
+        cached
     }
 
     /// Keeps `cached` as the latest state of `id`.

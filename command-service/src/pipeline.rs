@@ -220,9 +220,13 @@ impl Pipeline {
             CommandWrite::Appended(None) => Ok(Some(outcome)),
             CommandWrite::Appended(Some(appended)) => {
                 outcome.position = appended.position;
-                self.snapshot_in_background(&session, outcome.position, now);
-                for entry in session.entries {
+                for mut entry in session.entries {
                     let written = !entry.pending.is_empty();
+                    let state: Arc<dyn Any + Send + Sync> =
+                        Arc::from(std::mem::replace(&mut entry.state, Box::new(())));
+                    if written {
+                        self.snapshot_in_background(&entry, state.clone(), outcome.position, now);
+                    }
                     self.cache.put(
                         entry.id,
                         Cached {
@@ -232,7 +236,7 @@ impl Pipeline {
                             } else {
                                 entry.last_position
                             },
-                            state: Arc::from(entry.state),
+                            state,
                         },
                     );
                 }
@@ -241,40 +245,46 @@ impl Pipeline {
         }
     }
 
-    /// Writes a snapshot of every aggregate whose new version crossed a multiple of the
-    /// snapshot interval. Failures are logged: a missing snapshot only costs load time.
+    /// Writes a snapshot of `entry` (whose new state is `state`) if its version crossed a
+    /// multiple of the snapshot interval. Encoding and writing happen in a task of their
+    /// own; failures are logged: a missing snapshot only costs load time.
     fn snapshot_in_background(
         &self,
-        session: &Session,
+        entry: &Entry,
+        state: Arc<dyn Any + Send + Sync>,
         position: Position,
         now: chrono::DateTime<chrono::Utc>,
     ) {
         if self.snapshot_every == 0 {
             return;
         }
-        for entry in session.entries.iter().filter(|e| !e.pending.is_empty()) {
-            let (before, after) = (entry.loaded_version.get(), entry.version().get());
-            if before / self.snapshot_every == after / self.snapshot_every {
-                continue;
-            }
-            let Some(state) = (entry.encode_state)(entry.state.as_ref()) else {
-                continue;
+        let (before, after) = (entry.loaded_version.get(), entry.version().get());
+        if before / self.snapshot_every == after / self.snapshot_every {
+            return;
+        }
+        let (encode, store) = (entry.encode_state, self.store.clone());
+        let (aggregate_id, version, schema_version, aggregate_type) = (
+            entry.id,
+            entry.version(),
+            entry.snapshot_schema,
+            entry.aggregate_type.to_owned(),
+        );
+        tokio::spawn(async move {
+            let Some(state) = encode(state.as_ref()) else {
+                return;
             };
             let snapshot = Snapshot {
-                aggregate_id: entry.id,
-                aggregate_type: entry.aggregate_type.to_owned(),
-                version: entry.version(),
-                schema_version: entry.snapshot_schema,
+                aggregate_id,
+                aggregate_type,
+                version,
+                schema_version,
                 state: json!({ "position": position, "state": state }),
                 taken_at: now,
             };
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                if let Err(err) = store.save_snapshot(snapshot).await {
-                    tracing::warn!(error = %err, "could not save a snapshot");
-                }
-            });
-        }
+            if let Err(err) = store.save_snapshot(snapshot).await {
+                tracing::warn!(error = %err, "could not save a snapshot");
+            }
+        });
     }
 }
 
@@ -452,8 +462,10 @@ impl<'a> Session<'a> {
         let index = match self.entries.iter().position(|e| e.id == id) {
             Some(index) => index,
             None => {
-                let cached = self.cache.and_then(|cache| cache.get(id)).and_then(|c| {
-                    let state = c.state.downcast_ref::<A>()?.clone();
+                let cached = self.cache.and_then(|cache| cache.take(id)).and_then(|c| {
+                    // Taken out of the cache, the state is usually ours alone: no copy.
+                    let state = Arc::downcast::<A>(c.state).ok()?;
+                    let state = Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone());
                     Some(Entry::new::<A>(id, state, c.version, c.last_position))
                 });
                 let entry = match cached {

@@ -138,15 +138,19 @@ impl OrderWatch {
     /// Sends one view per order event since the last view, then the stored row if it
     /// holds more (stock and payment statuses come from other streams).
     async fn catch_up(&mut self) -> Result<(), Status> {
-        // On the projecting instance, the view in memory says whether the order moved.
+        // On the projecting instance, the view in memory says whether the order moved, and
+        // is the next view to send when it is at most one order version ahead.
         if self.state.is_leader()
-            && self
-                .state
-                .views()
-                .get(self.order_id)
-                .is_some_and(|view| *view == self.last)
+            && let Some(view) = self.state.views().get(self.order_id)
         {
-            return Ok(());
+            if *view == self.last {
+                return Ok(());
+            }
+            if view.version == self.last.version || view.version == self.last.version + 1 {
+                self.last = view.as_ref().clone();
+                self.send().await;
+                return Ok(());
+            }
         }
         let after = event_store::Version::new(self.last.version as u64 + 1);
         let events = self
