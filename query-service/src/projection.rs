@@ -334,10 +334,15 @@ pub async fn run_projector(
     // together, so a crash can only lose a few whole batches, which are applied again from
     // the older checkpoint; the events themselves were flushed before anyone could read
     // them. Not waiting takes a flush off every batch and off the read-model lag.
+    // Its statements (lookups by id, the batch write) plan the same whatever the
+    // parameters, so they are planned once.
     let options = (*pool.connect_options())
         .clone()
         .application_name("query-service projector")
-        .options([("synchronous_commit", "off")]);
+        .options([
+            ("synchronous_commit", "off"),
+            ("plan_cache_mode", "force_generic_plan"),
+        ]);
     loop {
         if *shutdown.borrow() {
             return;

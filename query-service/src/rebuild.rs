@@ -80,9 +80,10 @@ pub async fn rebuild(
         .await?;
     // Its own connection, whose commits do not wait for the WAL flush: a rebuild that
     // dies is started again from scratch, and the swap is one transaction either way.
-    let options = (*pool.connect_options())
-        .clone()
-        .options([("synchronous_commit", "off")]);
+    let options = (*pool.connect_options()).clone().options([
+        ("synchronous_commit", "off"),
+        ("plan_cache_mode", "force_generic_plan"),
+    ]);
     let mut conn = sqlx::PgConnection::connect_with(&options).await?;
     db::create_shadow(&mut conn).await?;
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")

@@ -111,8 +111,9 @@ async fn follow(
         }
         tx.commit().await?;
         checkpoint = last;
-        if changed > 0 {
-            work.notify_waiters();
+        // One idle worker per saga that changed, rather than every worker racing to claim.
+        for _ in 0..changed {
+            work.notify_one();
         }
     }
 }

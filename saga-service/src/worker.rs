@@ -46,7 +46,8 @@ impl Worker {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(10));
         while !*shutdown.borrow() {
-            // Registered before looking, so a wake-up between the look and the wait counts.
+            // Taken before looking: a wake-up sent between the look and the wait is kept
+            // (as a permit for `notify_one`, or for this future by `notify_waiters`).
             let work = self.work.clone();
             let notified = work.notified();
             match db::claim(&self.pool, self.owner, self.clock.now(), lease).await {

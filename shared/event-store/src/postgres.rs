@@ -136,7 +136,9 @@ const READ_ALL_SQL: &str = "SELECT global_position, transaction_id::text::bigint
 
 /// [`READ_ALL_SQL`] for some event types only, plus the scan horizon: the oldest running
 /// transaction, below which everything has been scanned when fewer than `$3` rows match.
-/// One row with NULL event columns when nothing matches.
+/// One row with NULL event columns when nothing matches. The type test is written as an
+/// expression so that the planner walks the log-order index from the reader's position
+/// (a few new rows) rather than the event-type index (every event of the type, ever).
 const READ_TYPES_SQL: &str = "SELECT e.*, h.horizon \
      FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) AS h \
      LEFT JOIN LATERAL ( \
@@ -145,7 +147,7 @@ const READ_TYPES_SQL: &str = "SELECT e.*, h.horizon \
        FROM events \
        WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2) \
          AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         AND events.event_type = ANY($4) \
+         AND (events.event_type || '') = ANY($4) \
        ORDER BY events.transaction_id, events.global_position \
        LIMIT $3 \
      ) AS e ON true";
