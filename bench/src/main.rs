@@ -124,6 +124,10 @@ enum Command {
     },
 }
 
+/// The same allocator as the services, so the load generator costs the machine little.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
