@@ -103,6 +103,8 @@ pub struct Subscription<S> {
     batch_size: usize,
     poll_interval: Duration,
     event_types: Option<Vec<String>>,
+    /// The last read came back short of a full batch: the log had nothing more to give.
+    caught_up: bool,
 }
 
 impl<S: EventStore> Subscription<S> {
@@ -117,6 +119,7 @@ impl<S: EventStore> Subscription<S> {
             batch_size: 500,
             poll_interval: Duration::from_millis(250),
             event_types: None,
+            caught_up: false,
         })
     }
 
@@ -159,9 +162,11 @@ impl<S: EventStore> Subscription<S> {
                 .read_all_of_types(self.position, self.batch_size, types)
                 .await?;
             self.position = page.scanned_to;
+            self.caught_up = page.events.len() < self.batch_size;
             return Ok(page.events);
         }
         let batch = self.store.read_all(self.position, self.batch_size).await?;
+        self.caught_up = batch.len() < self.batch_size;
         if let Some(last) = batch.last() {
             self.position = last.position;
         }
@@ -170,13 +175,19 @@ impl<S: EventStore> Subscription<S> {
 
     /// The next non-empty batch, waiting for one as long as it takes. An error leaves the
     /// position where it was, so calling again retries the same read.
+    ///
+    /// After a read that came back short of a full batch the log had nothing more to give,
+    /// so the next call waits for a wake-up (or the poll interval) before reading again
+    /// rather than spending a read to learn that.
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>> {
         loop {
+            if self.caught_up {
+                self.wakeup.wait(self.poll_interval).await;
+            }
             let batch = self.poll_batch().await?;
             if !batch.is_empty() {
                 return Ok(batch);
             }
-            self.wakeup.wait(self.poll_interval).await;
         }
     }
 
