@@ -381,11 +381,20 @@ pub async fn stored_position(
     pool: &PgPool,
     projection: &str,
 ) -> Result<Option<Position>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    stored_position_on(&mut conn, projection).await
+}
+
+/// [`stored_position`] on a connection of the caller's.
+pub async fn stored_position_on(
+    conn: &mut PgConnection,
+    projection: &str,
+) -> Result<Option<Position>, sqlx::Error> {
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT transaction_id, global_position FROM projection_checkpoints WHERE projection = $1",
     )
     .bind(projection)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(row.map(|(tx, pos)| Position::new(tx as u64, pos as u64)))
 }

@@ -436,10 +436,25 @@ async fn lead(
             return Lead::Retry;
         }
     };
+    // Once a second the leader checks that its lock connection lives and that the stored
+    // checkpoint is the one it holds in memory. A rebuild's swap, or a database crash that
+    // lost its last unflushed batches, moves the stored one: the leader then steps down,
+    // which empties its in-memory views, and starts again from the stored checkpoint.
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let batch = tokio::select! {
-            batch = subscription.next_batch() => batch,
+            batch = subscription.next_batch() => Some(batch),
+            _ = check.tick() => None,
             _ = shutdown.wait_for(|s| *s) => return Lead::Shutdown,
+        };
+        let Some(batch) = batch else {
+            match db::stored_position_on(conn, READ_MODELS).await {
+                Ok(Some(stored)) if stored == checkpoint => continue,
+                Ok(_) => tracing::info!("the stored checkpoint moved; reloading it"),
+                Err(err) => tracing::warn!(error = %err, "lost the projector's connection"),
+            }
+            return Lead::Retry;
         };
         let batch = match batch {
             Ok(batch) => batch,

@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{
-    AggregateId, Error, EventEnvelope, EventId, EventQuery, EventStore, ExpectedVersion,
-    InvalidAppend, LogPage, Metadata, MultiAppendResult, Position, RecordedEvent, Result, Snapshot,
-    StreamAppend, Version, Wakeup,
+    AggregateId, Error, EventEnvelope, EventId, EventQuery, EventStore, ExpectedVersion, LogPage,
+    Metadata, MultiAppendResult, Position, RecordedEvent, Result, Snapshot, StreamAppend, Version,
+    Wakeup,
     memory::replayed,
     store::validate,
     writer::{CommandWriter, DEFAULT_WRITERS},
@@ -175,7 +175,7 @@ const LOAD_SNAPSHOT_SQL: &str = "SELECT aggregate_type, version, schema_version,
 pub struct PostgresEventStore {
     pool: PgPool,
     notifier: Arc<OnceLock<Notifier>>,
-    writer: Arc<OnceLock<CommandWriter>>,
+    writer: Arc<std::sync::Mutex<Option<CommandWriter>>>,
     writers: usize,
 }
 
@@ -185,7 +185,7 @@ impl PostgresEventStore {
         Self {
             pool,
             notifier: Arc::new(OnceLock::new()),
-            writer: Arc::new(OnceLock::new()),
+            writer: Arc::new(std::sync::Mutex::new(None)),
             writers: DEFAULT_WRITERS,
         }
     }
@@ -234,17 +234,31 @@ impl PostgresEventStore {
     /// command id was recorded first (by a concurrent retry, say): look it up with
     /// [`PostgresEventStore::find_command`]. Subscribers are woken after the write.
     ///
-    /// Concurrent calls are grouped: a few writer tasks each take whatever commands are
-    /// waiting and write them with [`PostgresEventStore::append_commands`], so many commands
+    /// Concurrent calls are grouped: a writer task (or a few, see
+    /// [`Self::with_command_writers`]) takes whatever commands are waiting and writes them with [`PostgresEventStore::append_commands`], so many commands
     /// share one statement and one WAL flush. Each still succeeds or fails alone.
     pub async fn append_command(&self, command: CommandAppend) -> Result<CommandWrite> {
         if command.streams.is_empty() {
             return record_only(&self.pool, &command.record).await;
         }
         validate(&command.streams)?;
-        let writer = self.writer.get_or_init(|| {
-            CommandWriter::spawn(self.pool.clone(), self.notifier.clone(), self.writers)
-        });
+        let writer = {
+            let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(writer) if writer.is_running() => writer.clone(),
+                // First use, or the writer tasks are gone (their runtime ended, or a
+                // panic): start new ones rather than fail every command from now on.
+                _ => {
+                    let writer = CommandWriter::spawn(
+                        self.pool.clone(),
+                        self.notifier.clone(),
+                        self.writers,
+                    );
+                    *slot = Some(writer.clone());
+                    writer
+                }
+            }
+        };
         writer.write(command).await
     }
 
@@ -526,25 +540,25 @@ async fn record_only(pool: &PgPool, record: &CommandRecord) -> Result<CommandWri
     }
 }
 
-/// Writes commands that all have events: those on distinct streams in one statement, then,
-/// one at a time, any the shared statement could not take (a stream shared with an earlier
-/// command, a failed version check, or a unique violation that failed the whole statement).
-/// Wakes subscribers once if anything was written.
+/// Writes commands: those with events on distinct streams in one statement, then, one at a
+/// time, any the shared statement could not take (a stream shared with an earlier command,
+/// a failed version check, or a unique violation that failed the whole statement); a
+/// command with no events only has its record written. Wakes subscribers once if any
+/// event was written.
 pub(crate) async fn write_commands(
     pool: &PgPool,
     notifier: &OnceLock<Notifier>,
     commands: &[CommandAppend],
 ) -> Vec<Result<CommandWrite>> {
-    let mut results: Vec<Option<Result<CommandWrite>>> = commands
-        .iter()
-        .map(|c| {
-            if c.streams.is_empty() {
-                Some(Err(Error::InvalidAppend(InvalidAppend::EmptyBatch)))
-            } else {
-                validate(&c.streams).err().map(|e| Err(e.into()))
-            }
-        })
-        .collect();
+    let mut results: Vec<Option<Result<CommandWrite>>> = Vec::with_capacity(commands.len());
+    for command in commands {
+        results.push(if command.streams.is_empty() {
+            // Nothing to append: only the record.
+            Some(record_only(pool, &command.record).await)
+        } else {
+            validate(&command.streams).err().map(|e| Err(e.into()))
+        });
+    }
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(err) => {

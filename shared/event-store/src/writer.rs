@@ -30,8 +30,8 @@ struct Request {
     reply: oneshot::Sender<Result<CommandWrite>>,
 }
 
-/// The handle callers write through; the writer tasks end when it is dropped.
-#[derive(Debug)]
+/// The handle callers write through; the writer tasks end when every clone is dropped.
+#[derive(Debug, Clone)]
 pub(crate) struct CommandWriter {
     requests: mpsc::Sender<Request>,
 }
@@ -64,6 +64,11 @@ impl CommandWriter {
             });
         }
         Self { requests }
+    }
+
+    /// False once the writer tasks are gone.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.requests.is_closed()
     }
 
     /// Writes one command in the next batch and returns its own result.

@@ -93,6 +93,11 @@ async fn commands_in_one_batch_succeed_or_fail_alone(pool: PgPool) {
             }],
             ..command(e, ExpectedVersion::Any, 0)
         },
+        // Nothing to append: only its record is written.
+        CommandAppend {
+            streams: vec![],
+            ..command(e, ExpectedVersion::Any, 0)
+        },
     ];
     let results = store.append_commands(&batch).await;
     let first = written(&results[0]);
@@ -110,6 +115,11 @@ async fn commands_in_one_batch_succeed_or_fail_alone(pool: PgPool) {
         "{:?}",
         results[4]
     );
+    assert!(
+        matches!(results[5], Ok(CommandWrite::Appended(None))),
+        "{:?}",
+        results[5]
+    );
     assert_eq!(
         first.transaction_id, fourth.transaction_id,
         "the two good commands share one transaction"
@@ -123,6 +133,10 @@ async fn commands_in_one_batch_succeed_or_fail_alone(pool: PgPool) {
     for refused in [&batch[1], &batch[2], &batch[4]] {
         assert_eq!(recorded_position(&pool, refused).await, None);
     }
+    assert_eq!(
+        recorded_position(&pool, &batch[5]).await,
+        Some(Position::START)
+    );
 }
 
 /// A recorded command id or a stored event fails the shared statement as a whole; every
