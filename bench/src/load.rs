@@ -295,18 +295,7 @@ async fn queries_scenario(
     eprintln!("  warming up: one GetOrder per order");
     let started = Instant::now();
     let warmed = futures::stream::iter(ids.iter().cloned())
-        .map(|order_id| {
-            let mut client = QueryServiceClient::new(queries[0].clone());
-            async move {
-                client
-                    .get_order(pb::GetOrderRequest {
-                        order_id,
-                        consistency_token: String::new(),
-                    })
-                    .await
-                    .is_ok()
-            }
-        })
+        .map(|order_id| get_order(QueryServiceClient::new(queries[0].clone()), order_id))
         .buffer_unordered(32)
         .filter(|ok| futures::future::ready(*ok))
         .count()
@@ -330,16 +319,10 @@ async fn queries_scenario(
             move |client, seq| {
                 let order_id =
                     ids_for[(seq as usize * 7919 + client * 104_729) % ids_for.len()].clone();
-                let mut client = QueryServiceClient::new(q[client % CONNECTIONS].clone());
-                async move {
-                    client
-                        .get_order(pb::GetOrderRequest {
-                            order_id,
-                            consistency_token: String::new(),
-                        })
-                        .await
-                        .is_ok()
-                }
+                get_order(
+                    QueryServiceClient::new(q[client % CONNECTIONS].clone()),
+                    order_id,
+                )
             },
         )
         .await;
@@ -388,6 +371,17 @@ async fn queries_scenario(
         ));
     }
     Ok(())
+}
+
+/// One GetOrder without a consistency token; true when it found the order.
+async fn get_order(mut client: QueryServiceClient<Channel>, order_id: String) -> bool {
+    client
+        .get_order(pb::GetOrderRequest {
+            order_id,
+            consistency_token: String::new(),
+        })
+        .await
+        .is_ok()
 }
 
 /// Scenario 3: read-model lag at a fixed command rate.
