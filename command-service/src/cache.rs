@@ -18,7 +18,6 @@ use service_runtime::bounded::BoundedMap;
 pub const CAPACITY: usize = 100_000;
 
 /// One cached aggregate.
-#[derive(Clone)]
 pub struct Cached {
     /// The aggregate's state (the concrete aggregate type behind `Any`).
     pub state: Arc<dyn Any + Send + Sync>,
@@ -50,10 +49,7 @@ impl AggregateCache {
     /// pipeline puts the new state back after a successful append. Commands on one
     /// aggregate queue in-process, so no other command of this process wants it meanwhile.
     pub fn take(&self, id: AggregateId) -> Option<Cached> {
-        let mut map = self.map();
-        let cached = map.get(&id).cloned();
-        map.remove(&id);
-        cached
+        self.map().remove(&id)
     }
 
     /// Keeps `cached` as the latest state of `id`.

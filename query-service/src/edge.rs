@@ -246,21 +246,11 @@ mod tests {
     #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {
         let mut f = Fields::new();
-        let order = OrderView {
-            order_id: Uuid::from_u128(5),
-            customer_id: Uuid::from_u128(6),
-            status: "draft".into(),
-            currency: "EUR".into(),
-            lines: vec![],
-            total_minor: 0,
-            payment_method: None,
-            stock_status: "none".into(),
-            payment_status: "none".into(),
-            cancellation_reason: None,
-            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            updated_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            version: 1,
-        };
+        let order = OrderView::draft(
+            Uuid::from_u128(5),
+            DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            1,
+        );
         let cursor = f
             .order_cursor("page_token", &order_page_token(&order))
             .unwrap()

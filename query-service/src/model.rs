@@ -111,6 +111,28 @@ pub struct CustomerView {
     pub last_order_at: Option<DateTime<Utc>>,
 }
 
+#[cfg(test)]
+impl OrderView {
+    /// An empty draft order, for tests.
+    pub(crate) fn draft(order_id: Uuid, created_at: DateTime<Utc>, version: i64) -> Self {
+        Self {
+            order_id,
+            customer_id: Uuid::nil(),
+            status: "draft".into(),
+            currency: "EUR".into(),
+            lines: vec![],
+            total_minor: 0,
+            payment_method: None,
+            stock_status: "none".into(),
+            payment_status: "none".into(),
+            cancellation_reason: None,
+            created_at,
+            updated_at: created_at,
+            version,
+        }
+    }
+}
+
 /// What the fold needs to know about an event besides its payload.
 #[derive(Debug, Clone, Copy)]
 pub struct EventInfo {

@@ -103,21 +103,7 @@ mod tests {
     use super::*;
 
     fn view(id: Uuid, version: i64) -> OrderView {
-        OrderView {
-            order_id: id,
-            customer_id: Uuid::nil(),
-            status: "draft".into(),
-            currency: "EUR".into(),
-            lines: vec![],
-            total_minor: 0,
-            payment_method: None,
-            stock_status: "none".into(),
-            payment_status: "none".into(),
-            cancellation_reason: None,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-            version,
-        }
+        OrderView::draft(id, Utc::now(), version)
     }
 
     #[test]

@@ -290,9 +290,7 @@ impl PostgresEventStore {
     /// Wakes subscribers: asks the notifier to send one NOTIFY soon, outside any append
     /// transaction. Many calls close together send one notification.
     pub fn notify_appended(&self) {
-        self.notifier
-            .get_or_init(|| Notifier::spawn(self.pool.clone()))
-            .notify();
+        wake(&self.pool, &self.notifier);
     }
 }
 
@@ -559,6 +557,10 @@ pub(crate) async fn write_commands(
             validate(&command.streams).err().map(|e| Err(e.into()))
         });
     }
+    if results.iter().all(Option::is_some) {
+        // Nothing left to append (records only, or refused before the database).
+        return results.into_iter().flatten().collect();
+    }
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(err) => {
@@ -619,11 +621,16 @@ pub(crate) async fn write_commands(
         .iter()
         .any(|r| matches!(r, Ok(CommandWrite::Appended(Some(_)))))
     {
-        notifier
-            .get_or_init(|| Notifier::spawn(pool.clone()))
-            .notify();
+        wake(pool, notifier);
     }
     results
+}
+
+/// Asks `notifier` (started on first use) for one NOTIFY.
+fn wake(pool: &PgPool, notifier: &OnceLock<Notifier>) {
+    notifier
+        .get_or_init(|| Notifier::spawn(pool.clone()))
+        .notify();
 }
 
 /// Writes one command (with events) in its own statement, and says why when it cannot.

@@ -44,9 +44,9 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
         self.entries.insert(key, (self.next, value));
     }
 
-    /// Drops the value for `key`.
-    pub fn remove(&mut self, key: &K) {
-        self.entries.remove(key);
+    /// Takes the value for `key` out.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        self.entries.remove(key).map(|(_, value)| value)
     }
 
     /// Drops everything.
