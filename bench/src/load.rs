@@ -569,11 +569,11 @@ pub async fn rebuild(mode: Mode, database_url: &str) -> anyhow::Result<Vec<Row>>
         "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, occurred_at) \
          SELECT gen_random_uuid(), md5('replay' || o)::uuid, 'Order', v, \
            CASE WHEN v = 1 THEN 'OrderCreated' ELSE 'OrderLineAdded' END, \
-           CASE WHEN v = 1 THEN jsonb_build_object('schema_version', 2, 'order_id', md5('replay' || o)::uuid, \
-                  'customer_id', md5('c' || (o % 5000))::uuid, 'currency', 'EUR', 'lines', '[]'::jsonb) \
-                ELSE jsonb_build_object('schema_version', 1, 'order_id', md5('replay' || o)::uuid, \
-                  'line', jsonb_build_object('sku', 'SKU-' || v, 'quantity', 1, \
-                    'unit_price', jsonb_build_object('amount_minor', 100, 'currency', 'EUR'))) END, \
+           CASE WHEN v = 1 THEN json_build_object('schema_version', 2, 'order_id', md5('replay' || o)::uuid, \
+                  'customer_id', md5('c' || (o % 5000))::uuid, 'currency', 'EUR', 'lines', '[]'::json) \
+                ELSE json_build_object('schema_version', 1, 'order_id', md5('replay' || o)::uuid, \
+                  'line', json_build_object('sku', 'SKU-' || v, 'quantity', 1, \
+                    'unit_price', json_build_object('amount_minor', 100, 'currency', 'EUR'))) END, \
            now() \
          FROM generate_series(1, $1) AS o, generate_series(1, 10) AS v ORDER BY o, v",
     )

@@ -39,7 +39,7 @@ WITH expected AS (
     SELECT bool_and(expected_version < 0 OR expected_version = current_version) AS ok FROM expected
 ), input AS (
     SELECT i.*, x.current_version + row_number() OVER (PARTITION BY i.aggregate_id ORDER BY i.ord) AS new_version
-    FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::timestamptz[])
+    FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[]::json[], $8::text[]::json[], $9::timestamptz[])
          WITH ORDINALITY AS i(event_id, aggregate_id, aggregate_type, event_type, payload, metadata, occurred_at, ord)
     JOIN expected x USING (aggregate_id)
 ), appended AS (
@@ -69,7 +69,7 @@ WITH expected AS (
     HAVING bool_and(expected_version < 0 OR expected_version = current_version)
 ), input AS (
     SELECT i.*, x.current_version + row_number() OVER (PARTITION BY i.aggregate_id ORDER BY i.ord) AS new_version
-    FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::jsonb[], $10::timestamptz[])
+    FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[]::json[], $9::text[]::json[], $10::timestamptz[])
          WITH ORDINALITY AS i(event_id, aggregate_id, aggregate_type, event_type, payload, metadata, occurred_at, ord)
     JOIN expected x USING (aggregate_id)
     WHERE x.command IN (SELECT command FROM checked)
@@ -357,13 +357,14 @@ struct EventColumns<'a> {
     aggregate_ids: Vec<Uuid>,
     aggregate_types: Vec<&'a str>,
     event_types: Vec<&'a str>,
-    payloads: Vec<sqlx::types::Json<&'a serde_json::Value>>,
-    metadata: Vec<sqlx::types::Json<&'a Metadata>>,
+    /// JSON text: the columns are `json`, which stores the text as written.
+    payloads: Vec<String>,
+    metadata: Vec<String>,
     occurred: Vec<DateTime<Utc>>,
 }
 
 impl<'a> EventColumns<'a> {
-    fn of(streams: impl Iterator<Item = &'a StreamAppend>) -> Self {
+    fn of(streams: impl Iterator<Item = &'a StreamAppend>) -> sqlx::Result<Self> {
         let mut columns = Self {
             event_ids: Vec::new(),
             aggregate_ids: Vec::new(),
@@ -378,11 +379,14 @@ impl<'a> EventColumns<'a> {
             columns.aggregate_ids.push(event.aggregate_id.as_uuid());
             columns.aggregate_types.push(event.aggregate_type.as_str());
             columns.event_types.push(event.event_type.as_str());
-            columns.payloads.push(sqlx::types::Json(&event.payload));
-            columns.metadata.push(sqlx::types::Json(&event.metadata));
+            columns.payloads.push(event.payload.to_string());
+            columns.metadata.push(
+                serde_json::to_string(&event.metadata)
+                    .map_err(|err| sqlx::Error::Encode(err.into()))?,
+            );
             columns.occurred.push(event.timestamp);
         }
-        columns
+        Ok(columns)
     }
 
     fn bind<'q>(
@@ -440,7 +444,7 @@ async fn try_append(conn: &mut PgConnection, streams: &[StreamAppend]) -> Result
         .map(|s| s.events[0].aggregate_id.as_uuid())
         .collect();
     let expected: Vec<i64> = streams.iter().map(expected_as_i64).collect();
-    let columns = EventColumns::of(streams.iter());
+    let columns = EventColumns::of(streams.iter()).map_err(Error::Database)?;
     let query = sqlx::query(APPEND_SQL).bind(&stream_ids).bind(&expected);
     let rows = match columns.bind(query).fetch_all(&mut *conn).await {
         Ok(rows) => rows,
@@ -475,7 +479,7 @@ async fn try_append_commands(
             expected.push(expected_as_i64(stream));
         }
     }
-    let columns = EventColumns::of(commands.iter().flat_map(|c| &c.streams));
+    let columns = EventColumns::of(commands.iter().flat_map(|c| &c.streams))?;
     let records = commands.iter().map(|c| &c.record);
     let command_ids: Vec<Uuid> = records.clone().map(|r| r.command_id).collect();
     let command_types: Vec<&str> = records.clone().map(|r| r.command_type.as_str()).collect();
