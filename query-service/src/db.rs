@@ -531,22 +531,71 @@ pub async fn get_customer(pool: &PgPool, id: Uuid) -> Result<Option<CustomerView
         .transpose()
 }
 
-/// Creates empty shadow tables shaped like the live ones, dropping any left by an
-/// interrupted rebuild.
+/// Creates empty shadow tables shaped like the live ones, with their primary keys but not
+/// yet their other indexes: rows go in faster, and [`index_shadow`] builds those indexes in
+/// one pass once the replay is done.
 pub async fn create_shadow(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     for (shadow, live) in [
         (SHADOW.orders, LIVE.orders),
         (SHADOW.products, LIVE.products),
         (SHADOW.customers, LIVE.customers),
     ] {
-        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {shadow}")))
+        let primary_key: String = sqlx::query_scalar(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = $1::regclass AND contype = 'p'",
+        )
+        .bind(live)
+        .fetch_one(&mut *conn)
+        .await?;
+        for sql in [
+            format!("DROP TABLE IF EXISTS {shadow}"),
+            format!("CREATE TABLE {shadow} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES)"),
+            format!("ALTER TABLE {shadow} ADD {primary_key}"),
+        ] {
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The live tables' indexes other than their primary keys: (name, the part of its
+/// definition from `USING` on).
+async fn secondary_indexes(
+    conn: &mut PgConnection,
+    live: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i \
+         WHERE i.indrelid = $1::regclass AND NOT i.indisprimary ORDER BY 1",
+    )
+    .bind(live)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(name, definition)| match definition.find(" USING ") {
+            Some(at) => Ok((name, definition[at + 1..].to_owned())),
+            None => Err(sqlx::Error::Protocol(format!(
+                "unexpected index definition: {definition}"
+            ))),
+        })
+        .collect()
+}
+
+/// Builds the live tables' other indexes on the shadow tables (named `<live name>_rebuild`
+/// until [`swap_shadow`] renames them), and refreshes the planner's statistics.
+pub async fn index_shadow(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    for (shadow, live) in [
+        (SHADOW.orders, LIVE.orders),
+        (SHADOW.products, LIVE.products),
+        (SHADOW.customers, LIVE.customers),
+    ] {
+        for (name, definition) in secondary_indexes(conn, live).await? {
+            let sql = format!("CREATE INDEX {name}_rebuild ON {shadow} {definition}");
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+        }
+        sqlx::query(AssertSqlSafe(format!("ANALYZE {shadow}")))
             .execute(&mut *conn)
             .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE TABLE {shadow} (LIKE {live} INCLUDING ALL)"
-        )))
-        .execute(&mut *conn)
-        .await?;
     }
     Ok(())
 }
@@ -571,11 +620,24 @@ pub async fn swap_shadow(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         (SHADOW.customers, LIVE.customers),
     ] {
         let retired = format!("retired_{live}");
+        let indexes = secondary_indexes(conn, live).await?;
+        let primary_key: String = sqlx::query_scalar(
+            "SELECT conname::text FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p'",
+        )
+        .bind(shadow)
+        .fetch_one(&mut *conn)
+        .await?;
         for sql in [
             format!("ALTER TABLE {live} RENAME TO {retired}"),
             format!("ALTER TABLE {shadow} RENAME TO {live}"),
             format!("DROP TABLE {retired}"),
+            format!("ALTER TABLE {live} RENAME CONSTRAINT {primary_key} TO {live}_pkey"),
         ] {
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+        }
+        // The shadow's indexes take the names the live ones had.
+        for (name, _) in indexes {
+            let sql = format!("ALTER INDEX {name}_rebuild RENAME TO {name}");
             sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! 1. Fresh shadow tables shaped like the live ones, and a `read_models_rebuild` checkpoint
 //!    at the start of the log (its state, `rebuilding`, shows in `GetProjectionStatus`).
-//! 2. Replay in batches until the shadow has caught up with the log.
+//! 2. Replay in batches until the shadow has caught up with the log, then build the
+//!    shadow's secondary indexes (one pass each is cheaper than keeping them up to date).
 //! 3. One transaction: lock the live tables (the live projector and readers wait), apply
 //!    what arrived since, swap the tables, hand the shadow checkpoint to the live
 //!    projection. The live projector's next batch finds its checkpoint moved, reloads it and
@@ -139,6 +140,9 @@ pub async fn rebuild(
             last_report = Instant::now();
         }
     }
+
+    // The other indexes, in one pass each, before the live tables are locked.
+    db::index_shadow(&mut conn).await?;
 
     // The swap: everything that arrived since the last batch, then the tables, atomically.
     let mut tx = conn.begin().await?;

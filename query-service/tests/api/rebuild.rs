@@ -73,3 +73,36 @@ async fn a_rebuild_under_load_matches_the_live_read_model(pool: PgPool) {
         .unwrap();
     assert_eq!(left, 0, "no shadow tables are left behind");
 }
+
+/// Every index of the read-model tables, by name, with its definition.
+async fn indexes(pool: &PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes \
+         WHERE tablename IN ('read_orders', 'read_products', 'read_customers') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn rebuilt_tables_have_the_indexes_and_names_of_the_originals(pool: PgPool) {
+    let mut sys = start(&pool).await;
+    create_product(&mut sys.commands, "SKU-1", 10).await;
+    create_order(&mut sys.commands, &id(), vec![line("SKU-1", 1, 100)]).await;
+    let original = indexes(&pool).await;
+    assert!(
+        original.len() >= 6,
+        "primary keys and the order indexes: {original:?}"
+    );
+    let store = PostgresEventStore::new(pool.clone());
+    // Twice: the second rebuild starts from tables the first one made.
+    for _ in 0..2 {
+        query_service::rebuild::rebuild(&pool, &store, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(indexes(&pool).await, original);
+    }
+    caught_up(&mut sys.queries, &pool).await;
+    assert_same_model(&stored_model(&pool).await, &folded_model(&pool).await);
+}
