@@ -561,7 +561,7 @@ impl<'a> Session<'a> {
                             aggregate_type: entry.aggregate_type.to_owned(),
                             version,
                             timestamp: now,
-                            payload: stored.payload,
+                            payload: stored.payload.into(),
                             metadata: Metadata {
                                 correlation_id: Some(envelope.correlation_id),
                                 causation_id: Some(envelope.command_id),
@@ -605,13 +605,14 @@ async fn load<A: Aggregate>(
         if recorded.aggregate_type != A::TYPE {
             return Err(CommandError::NotFound(format!("{id} is not a {}", A::TYPE)));
         }
-        let event =
-            StoredEvent::decode(&recorded.event_type, &recorded.payload).map_err(|err| {
+        let event = StoredEvent::decode(&recorded.event_type, recorded.payload.as_str()).map_err(
+            |err| {
                 CommandError::Internal(format!(
                     "stored event {} does not decode: {err}",
                     recorded.event_id
                 ))
-            })?;
+            },
+        )?;
         state.apply(&event);
         version = recorded.version;
         last_position = Some(recorded.position);

@@ -160,7 +160,7 @@ impl OrderWatch {
             .map_err(store_error)?;
         for recorded in events {
             let Ok(event) =
-                domain_events::StoredEvent::decode(&recorded.event_type, &recorded.payload)
+                domain_events::StoredEvent::decode(&recorded.event_type, recorded.payload.as_str())
             else {
                 continue;
             };

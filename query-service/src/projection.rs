@@ -95,7 +95,7 @@ pub fn decode_batch(batch: &[RecordedEvent]) -> Result<DecodedBatch, BatchError>
     let mut events = Vec::with_capacity(batch.len());
     let mut skipped = 0;
     for recorded in batch {
-        match StoredEvent::decode(&recorded.event_type, &recorded.payload) {
+        match StoredEvent::decode(&recorded.event_type, recorded.payload.as_str()) {
             Ok(event) => events.push((
                 event,
                 EventInfo {

@@ -125,7 +125,7 @@ async fn handle(
     clock: &dyn Clock,
     policy: &Policy,
 ) -> anyhow::Result<usize> {
-    let event = match StoredEvent::decode(&recorded.event_type, &recorded.payload) {
+    let event = match StoredEvent::decode(&recorded.event_type, recorded.payload.as_str()) {
         Ok(event) => event,
         Err(err) => anyhow::bail!("event {} cannot be read: {err}", recorded.event_id),
     };

@@ -22,8 +22,8 @@ async fn add_lines(c: &mut Client, order_id: &str, range: std::ops::Range<usize>
 
 /// The order as of `up_to`, folded from its events alone.
 async fn replay(pool: &PgPool, order_id: &str, up_to: i64) -> Order {
-    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
-        "SELECT event_type, payload FROM events WHERE aggregate_id = $1::uuid AND version <= $2 ORDER BY version",
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type, payload::text FROM events WHERE aggregate_id = $1::uuid AND version <= $2 ORDER BY version",
     )
     .bind(order_id)
     .bind(up_to)

@@ -207,7 +207,8 @@ pub async fn folded_model(pool: &PgPool) -> query_service::model::ReadModel {
         let Some(last) = batch.last() else { break };
         after = last.position;
         for e in &batch {
-            let event = domain_events::StoredEvent::decode(&e.event_type, &e.payload).unwrap();
+            let event =
+                domain_events::StoredEvent::decode(&e.event_type, e.payload.as_str()).unwrap();
             model.apply(
                 &event,
                 query_service::model::EventInfo {

@@ -11,7 +11,7 @@
 //! - Every other event is at v1.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 use uuid::Uuid;
 
 use crate::{
@@ -28,12 +28,12 @@ pub const MAX_REASON_CHARS: usize = 500;
 pub const MAX_NAME_CHARS: usize = 200;
 
 /// An event in its stored form: a type name and a JSON object.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct StoredEvent {
     /// The event type (`OrderPlaced`).
     pub event_type: &'static str,
-    /// The payload, including `schema_version`.
-    pub payload: Value,
+    /// The payload as JSON text, including `schema_version`.
+    pub payload: Box<RawValue>,
 }
 
 /// Why a stored payload could not be read.
@@ -73,6 +73,10 @@ pub fn schema_version(event_type: &str) -> Option<u64> {
     }
 }
 
+// The stored form of each event type, at its current schema version. One struct per shape
+// both writes and reads it; `schema_version` is added on the way out and checked on the way
+// in, apart from the body. Values are checked again when read (see `decode_current`).
+
 #[derive(Serialize, Deserialize)]
 struct StoredMoney {
     amount_minor: i64,
@@ -86,98 +90,305 @@ struct StoredLine {
     unit_price: StoredMoney,
 }
 
-fn money(m: &Money) -> Value {
-    json!({ "amount_minor": m.amount_minor(), "currency": m.currency().as_str() })
+#[derive(Serialize, Deserialize)]
+struct OrderCreatedForm {
+    order_id: Uuid,
+    customer_id: Uuid,
+    currency: String,
+    lines: Vec<StoredLine>,
 }
 
-fn line(l: &OrderLine) -> Value {
-    json!({ "sku": l.sku.as_str(), "quantity": l.quantity.get(), "unit_price": money(&l.unit_price) })
+#[derive(Serialize, Deserialize)]
+struct OrderLineAddedForm {
+    order_id: Uuid,
+    line: StoredLine,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OrderSkuForm {
+    order_id: Uuid,
+    sku: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OrderPlacedForm {
+    order_id: Uuid,
+    customer_id: Uuid,
+    lines: Vec<StoredLine>,
+    total: StoredMoney,
+    payment_method: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OrderForm {
+    order_id: Uuid,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OrderReasonForm {
+    order_id: Uuid,
+    reason: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProductCreatedForm {
+    sku: String,
+    name: String,
+    price: StoredMoney,
+    initial_stock: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RestockForm {
+    sku: String,
+    quantity: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StockMoveForm {
+    sku: String,
+    order_id: Uuid,
+    quantity: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PaymentAuthorizedForm {
+    order_id: Uuid,
+    customer_id: Uuid,
+    amount: StoredMoney,
+    method: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PaymentDeclinedForm {
+    order_id: Uuid,
+    customer_id: Uuid,
+    amount: StoredMoney,
+    reason: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PaymentRefundedForm {
+    order_id: Uuid,
+    amount: StoredMoney,
+    reason: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PaymentCapturedForm {
+    order_id: Uuid,
+    amount: StoredMoney,
+}
+
+/// A body with its schema version, as written.
+#[derive(Serialize)]
+struct Versioned<T> {
+    schema_version: u64,
+    #[serde(flatten)]
+    body: T,
+}
+
+/// What a reader looks at first: the schema version, present or not.
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default, deserialize_with = "present")]
+    schema_version: Option<Value>,
+}
+
+/// `Some` for any value that is there, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// The schema version where [`StoredEvent::encode`] writes it, first: `{"schema_version":N,`.
+/// Reading it there saves a pass over the text; `None` sends the caller to read the header
+/// properly (a payload laid out by another writer, say).
+fn leading_version(payload: &str) -> Option<u64> {
+    let rest = payload.strip_prefix(r#"{"schema_version":"#)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    match rest.as_bytes().get(digits) {
+        Some(b',' | b'}') => rest[..digits].parse().ok(),
+        _ => None,
+    }
+}
+
+fn money(m: &Money) -> StoredMoney {
+    StoredMoney {
+        amount_minor: m.amount_minor(),
+        currency: m.currency().as_str().to_owned(),
+    }
+}
+
+fn line(l: &OrderLine) -> StoredLine {
+    StoredLine {
+        sku: l.sku.as_str().to_owned(),
+        quantity: i64::from(l.quantity.get()),
+        unit_price: money(&l.unit_price),
+    }
+}
+
+fn lines_of(lines: &[OrderLine]) -> Vec<StoredLine> {
+    lines.iter().map(line).collect()
+}
+
+fn stock_move(sku: &Sku, order_id: OrderId, quantity: Quantity) -> StockMoveForm {
+    StockMoveForm {
+        sku: sku.as_str().to_owned(),
+        order_id: order_id.as_uuid(),
+        quantity: i64::from(quantity.get()),
+    }
+}
+
+fn versioned<T: Serialize>(event_type: &str, body: T) -> Box<RawValue> {
+    let stored = Versioned {
+        schema_version: schema_version(event_type).unwrap_or(1),
+        body,
+    };
+    // Plain structs of strings, numbers and UUIDs: serialising them cannot fail.
+    serde_json::value::to_raw_value(&stored).expect("stored forms always serialise")
 }
 
 impl StoredEvent {
     /// The stored form of `event`, at the current schema version.
     pub fn encode(event: &DomainEvent) -> StoredEvent {
-        let mut payload = match event {
-            DomainEvent::OrderCreated(e) => json!({
-                "order_id": e.order_id.as_uuid(),
-                "customer_id": e.customer_id.as_uuid(),
-                "currency": e.currency.as_str(),
-                "lines": e.lines.iter().map(line).collect::<Vec<_>>(),
-            }),
-            DomainEvent::OrderLineAdded(e) => {
-                json!({ "order_id": e.order_id.as_uuid(), "line": line(&e.line) })
-            }
-            DomainEvent::OrderLineRemoved(e) => {
-                json!({ "order_id": e.order_id.as_uuid(), "sku": e.sku.as_str() })
-            }
-            DomainEvent::OrderPlaced(e) => json!({
-                "order_id": e.order_id.as_uuid(),
-                "customer_id": e.customer_id.as_uuid(),
-                "lines": e.lines.iter().map(line).collect::<Vec<_>>(),
-                "total": money(&e.total),
-                "payment_method": e.payment_method.as_str(),
-            }),
-            DomainEvent::OrderConfirmed(e) => json!({ "order_id": e.order_id.as_uuid() }),
-            DomainEvent::OrderShipped(e) => json!({ "order_id": e.order_id.as_uuid() }),
-            DomainEvent::OrderCancelled(e) => {
-                json!({ "order_id": e.order_id.as_uuid(), "reason": e.reason.as_str() })
-            }
-            DomainEvent::ProductCreated(e) => json!({
-                "sku": e.sku.as_str(),
-                "name": e.name.as_str(),
-                "price": money(&e.price),
-                "initial_stock": e.initial_stock.get(),
-            }),
-            DomainEvent::StockRestocked(e) => {
-                json!({ "sku": e.sku.as_str(), "quantity": e.quantity.get() })
-            }
+        let event_type = event.event_type();
+        let payload = match event {
+            DomainEvent::OrderCreated(e) => versioned(
+                event_type,
+                OrderCreatedForm {
+                    order_id: e.order_id.as_uuid(),
+                    customer_id: e.customer_id.as_uuid(),
+                    currency: e.currency.as_str().to_owned(),
+                    lines: lines_of(&e.lines),
+                },
+            ),
+            DomainEvent::OrderLineAdded(e) => versioned(
+                event_type,
+                OrderLineAddedForm {
+                    order_id: e.order_id.as_uuid(),
+                    line: line(&e.line),
+                },
+            ),
+            DomainEvent::OrderLineRemoved(e) => versioned(
+                event_type,
+                OrderSkuForm {
+                    order_id: e.order_id.as_uuid(),
+                    sku: e.sku.as_str().to_owned(),
+                },
+            ),
+            DomainEvent::OrderPlaced(e) => versioned(
+                event_type,
+                OrderPlacedForm {
+                    order_id: e.order_id.as_uuid(),
+                    customer_id: e.customer_id.as_uuid(),
+                    lines: lines_of(&e.lines),
+                    total: money(&e.total),
+                    payment_method: e.payment_method.as_str().to_owned(),
+                },
+            ),
+            DomainEvent::OrderConfirmed(e) => versioned(
+                event_type,
+                OrderForm {
+                    order_id: e.order_id.as_uuid(),
+                },
+            ),
+            DomainEvent::OrderShipped(e) => versioned(
+                event_type,
+                OrderForm {
+                    order_id: e.order_id.as_uuid(),
+                },
+            ),
+            DomainEvent::OrderCancelled(e) => versioned(
+                event_type,
+                OrderReasonForm {
+                    order_id: e.order_id.as_uuid(),
+                    reason: e.reason.as_str().to_owned(),
+                },
+            ),
+            DomainEvent::ProductCreated(e) => versioned(
+                event_type,
+                ProductCreatedForm {
+                    sku: e.sku.as_str().to_owned(),
+                    name: e.name.as_str().to_owned(),
+                    price: money(&e.price),
+                    // A stock level is made from an i64, so it always fits.
+                    initial_stock: i64::try_from(e.initial_stock.get()).unwrap_or(i64::MAX),
+                },
+            ),
+            DomainEvent::StockRestocked(e) => versioned(
+                event_type,
+                RestockForm {
+                    sku: e.sku.as_str().to_owned(),
+                    quantity: i64::from(e.quantity.get()),
+                },
+            ),
             DomainEvent::StockReserved(e) => {
-                json!({ "sku": e.sku.as_str(), "order_id": e.order_id.as_uuid(), "quantity": e.quantity.get() })
+                versioned(event_type, stock_move(&e.sku, e.order_id, e.quantity))
             }
             DomainEvent::StockReleased(e) => {
-                json!({ "sku": e.sku.as_str(), "order_id": e.order_id.as_uuid(), "quantity": e.quantity.get() })
+                versioned(event_type, stock_move(&e.sku, e.order_id, e.quantity))
             }
             DomainEvent::StockCommitted(e) => {
-                json!({ "sku": e.sku.as_str(), "order_id": e.order_id.as_uuid(), "quantity": e.quantity.get() })
+                versioned(event_type, stock_move(&e.sku, e.order_id, e.quantity))
             }
-            DomainEvent::PaymentAuthorized(e) => json!({
-                "order_id": e.order_id.as_uuid(),
-                "customer_id": e.customer_id.as_uuid(),
-                "amount": money(&e.amount),
-                "method": e.method.as_str(),
-            }),
-            DomainEvent::PaymentDeclined(e) => json!({
-                "order_id": e.order_id.as_uuid(),
-                "customer_id": e.customer_id.as_uuid(),
-                "amount": money(&e.amount),
-                "reason": e.reason.as_str(),
-            }),
-            DomainEvent::PaymentRefunded(e) => json!({
-                "order_id": e.order_id.as_uuid(),
-                "amount": money(&e.amount),
-                "reason": e.reason.as_str(),
-            }),
-            DomainEvent::PaymentCaptured(e) => {
-                json!({ "order_id": e.order_id.as_uuid(), "amount": money(&e.amount) })
-            }
+            DomainEvent::PaymentAuthorized(e) => versioned(
+                event_type,
+                PaymentAuthorizedForm {
+                    order_id: e.order_id.as_uuid(),
+                    customer_id: e.customer_id.as_uuid(),
+                    amount: money(&e.amount),
+                    method: e.method.as_str().to_owned(),
+                },
+            ),
+            DomainEvent::PaymentDeclined(e) => versioned(
+                event_type,
+                PaymentDeclinedForm {
+                    order_id: e.order_id.as_uuid(),
+                    customer_id: e.customer_id.as_uuid(),
+                    amount: money(&e.amount),
+                    reason: e.reason.as_str().to_owned(),
+                },
+            ),
+            DomainEvent::PaymentRefunded(e) => versioned(
+                event_type,
+                PaymentRefundedForm {
+                    order_id: e.order_id.as_uuid(),
+                    amount: money(&e.amount),
+                    reason: e.reason.as_str().to_owned(),
+                },
+            ),
+            DomainEvent::PaymentCaptured(e) => versioned(
+                event_type,
+                PaymentCapturedForm {
+                    order_id: e.order_id.as_uuid(),
+                    amount: money(&e.amount),
+                },
+            ),
         };
-        let event_type = event.event_type();
-        payload["schema_version"] = json!(schema_version(event_type).unwrap_or(1));
         StoredEvent {
             event_type,
             payload,
         }
     }
 
-    /// Reads a stored payload of any known schema version back into a domain event.
-    pub fn decode(event_type: &str, payload: &Value) -> Result<DomainEvent, DecodeError> {
+    /// Reads a stored payload (JSON text) of any known schema version back into a domain
+    /// event. The current version is read straight into its stored form; an older one is
+    /// upcast first.
+    pub fn decode(event_type: &str, payload: &str) -> Result<DomainEvent, DecodeError> {
         let current = schema_version(event_type)
             .ok_or_else(|| DecodeError::UnknownEventType(event_type.to_owned()))?;
-        let version = match payload.get("schema_version") {
-            None => 1,
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| malformed(event_type, "schema_version is not a number"))?,
+        let version = match leading_version(payload) {
+            Some(version) => version,
+            None => {
+                let header: Header = serde_json::from_str(payload)
+                    .map_err(|e| malformed(event_type, e.to_string()))?;
+                match header.schema_version {
+                    None => 1,
+                    Some(v) => v
+                        .as_u64()
+                        .ok_or_else(|| malformed(event_type, "schema_version is not a number"))?,
+                }
+            }
         };
         if version == 0 || version > current {
             return Err(DecodeError::UnsupportedSchemaVersion {
@@ -186,9 +397,11 @@ impl StoredEvent {
             });
         }
         let decoded = if version < current {
-            decode_current(event_type, &upcast(event_type, version, payload.clone())?)
+            let older: Value =
+                serde_json::from_str(payload).map_err(|e| malformed(event_type, e.to_string()))?;
+            let upcast = upcast(event_type, version, older)?;
+            decode_current(event_type, &upcast.to_string())
         } else {
-            // The common case reads the stored payload as it is, without a copy.
             decode_current(event_type, payload)
         };
         decoded.map_err(|reason| malformed(event_type, reason))
@@ -237,11 +450,8 @@ fn order_created_v1_to_v2(mut payload: Value) -> Option<Value> {
 
 type Decoded<T> = Result<T, String>;
 
-fn field<T: DeserializeOwned>(payload: &Value, name: &str) -> Decoded<T> {
-    let value = payload
-        .get(name)
-        .ok_or_else(|| format!("missing field {name}"))?;
-    T::deserialize(value).map_err(|e| format!("field {name}: {e}"))
+fn parse<T: DeserializeOwned>(payload: &str) -> Decoded<T> {
+    serde_json::from_str(payload).map_err(|e| e.to_string())
 }
 
 fn checked<T>(name: &str, result: Result<T, InvalidValue>) -> Decoded<T> {
@@ -261,131 +471,152 @@ fn to_line(l: StoredLine) -> Decoded<OrderLine> {
     })
 }
 
-fn order_id(p: &Value) -> Decoded<OrderId> {
-    Ok(OrderId::from_uuid(field::<Uuid>(p, "order_id")?))
+fn to_lines(lines: Vec<StoredLine>) -> Decoded<Vec<OrderLine>> {
+    lines.into_iter().map(to_line).collect()
 }
 
-fn customer_id(p: &Value) -> Decoded<CustomerId> {
-    Ok(CustomerId::from_uuid(field::<Uuid>(p, "customer_id")?))
+fn to_sku(sku: &str) -> Decoded<Sku> {
+    checked("sku", Sku::parse(sku))
 }
 
-fn sku(p: &Value) -> Decoded<Sku> {
-    checked("sku", Sku::parse(&field::<String>(p, "sku")?))
+fn to_quantity(quantity: i64) -> Decoded<Quantity> {
+    checked("quantity", Quantity::new(quantity))
 }
 
-fn quantity(p: &Value) -> Decoded<Quantity> {
-    checked("quantity", Quantity::new(field(p, "quantity")?))
+fn to_reason(reason: &str) -> Decoded<Text> {
+    checked("reason", Text::parse(reason, MAX_REASON_CHARS))
 }
 
-fn amount(p: &Value, name: &str) -> Decoded<Money> {
-    to_money(name, field(p, name)?)
+fn to_stock_move(p: &str) -> Decoded<(Sku, OrderId, Quantity)> {
+    let s: StockMoveForm = parse(p)?;
+    Ok((
+        to_sku(&s.sku)?,
+        OrderId::from_uuid(s.order_id),
+        to_quantity(s.quantity)?,
+    ))
 }
 
-fn reason(p: &Value) -> Decoded<Text> {
-    checked(
-        "reason",
-        Text::parse(&field::<String>(p, "reason")?, MAX_REASON_CHARS),
-    )
-}
-
-fn lines(p: &Value) -> Decoded<Vec<OrderLine>> {
-    field::<Vec<StoredLine>>(p, "lines")?
-        .into_iter()
-        .map(to_line)
-        .collect()
-}
-
-fn decode_current(event_type: &str, p: &Value) -> Decoded<DomainEvent> {
+fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
     Ok(match event_type {
-        "OrderCreated" => DomainEvent::OrderCreated(OrderCreated {
-            order_id: order_id(p)?,
-            customer_id: customer_id(p)?,
-            currency: checked(
-                "currency",
-                Currency::parse(&field::<String>(p, "currency")?),
-            )?,
-            lines: lines(p)?,
-        }),
-        "OrderLineAdded" => DomainEvent::OrderLineAdded(OrderLineAdded {
-            order_id: order_id(p)?,
-            line: to_line(field(p, "line")?)?,
-        }),
-        "OrderLineRemoved" => DomainEvent::OrderLineRemoved(OrderLineRemoved {
-            order_id: order_id(p)?,
-            sku: sku(p)?,
-        }),
-        "OrderPlaced" => DomainEvent::OrderPlaced(OrderPlaced {
-            order_id: order_id(p)?,
-            customer_id: customer_id(p)?,
-            lines: lines(p)?,
-            total: amount(p, "total")?,
-            payment_method: checked(
-                "payment_method",
-                PaymentMethod::parse(&field::<String>(p, "payment_method")?),
-            )?,
-        }),
+        "OrderCreated" => {
+            let s: OrderCreatedForm = parse(p)?;
+            DomainEvent::OrderCreated(OrderCreated {
+                order_id: OrderId::from_uuid(s.order_id),
+                customer_id: CustomerId::from_uuid(s.customer_id),
+                currency: checked("currency", Currency::parse(&s.currency))?,
+                lines: to_lines(s.lines)?,
+            })
+        }
+        "OrderLineAdded" => {
+            let s: OrderLineAddedForm = parse(p)?;
+            DomainEvent::OrderLineAdded(OrderLineAdded {
+                order_id: OrderId::from_uuid(s.order_id),
+                line: to_line(s.line)?,
+            })
+        }
+        "OrderLineRemoved" => {
+            let s: OrderSkuForm = parse(p)?;
+            DomainEvent::OrderLineRemoved(OrderLineRemoved {
+                order_id: OrderId::from_uuid(s.order_id),
+                sku: to_sku(&s.sku)?,
+            })
+        }
+        "OrderPlaced" => {
+            let s: OrderPlacedForm = parse(p)?;
+            DomainEvent::OrderPlaced(OrderPlaced {
+                order_id: OrderId::from_uuid(s.order_id),
+                customer_id: CustomerId::from_uuid(s.customer_id),
+                lines: to_lines(s.lines)?,
+                total: to_money("total", s.total)?,
+                payment_method: checked("payment_method", PaymentMethod::parse(&s.payment_method))?,
+            })
+        }
         "OrderConfirmed" => DomainEvent::OrderConfirmed(OrderConfirmed {
-            order_id: order_id(p)?,
+            order_id: OrderId::from_uuid(parse::<OrderForm>(p)?.order_id),
         }),
         "OrderShipped" => DomainEvent::OrderShipped(OrderShipped {
-            order_id: order_id(p)?,
+            order_id: OrderId::from_uuid(parse::<OrderForm>(p)?.order_id),
         }),
-        "OrderCancelled" => DomainEvent::OrderCancelled(OrderCancelled {
-            order_id: order_id(p)?,
-            reason: reason(p)?,
-        }),
-        "ProductCreated" => DomainEvent::ProductCreated(ProductCreated {
-            sku: sku(p)?,
-            name: checked(
-                "name",
-                Text::parse(&field::<String>(p, "name")?, MAX_NAME_CHARS),
-            )?,
-            price: amount(p, "price")?,
-            initial_stock: checked("initial_stock", StockLevel::new(field(p, "initial_stock")?))?,
-        }),
-        "StockRestocked" => DomainEvent::StockRestocked(StockRestocked {
-            sku: sku(p)?,
-            quantity: quantity(p)?,
-        }),
-        "StockReserved" => DomainEvent::StockReserved(StockReserved {
-            sku: sku(p)?,
-            order_id: order_id(p)?,
-            quantity: quantity(p)?,
-        }),
-        "StockReleased" => DomainEvent::StockReleased(StockReleased {
-            sku: sku(p)?,
-            order_id: order_id(p)?,
-            quantity: quantity(p)?,
-        }),
-        "StockCommitted" => DomainEvent::StockCommitted(StockCommitted {
-            sku: sku(p)?,
-            order_id: order_id(p)?,
-            quantity: quantity(p)?,
-        }),
-        "PaymentAuthorized" => DomainEvent::PaymentAuthorized(PaymentAuthorized {
-            order_id: order_id(p)?,
-            customer_id: customer_id(p)?,
-            amount: amount(p, "amount")?,
-            method: checked(
-                "method",
-                PaymentMethod::parse(&field::<String>(p, "method")?),
-            )?,
-        }),
-        "PaymentDeclined" => DomainEvent::PaymentDeclined(PaymentDeclined {
-            order_id: order_id(p)?,
-            customer_id: customer_id(p)?,
-            amount: amount(p, "amount")?,
-            reason: reason(p)?,
-        }),
-        "PaymentRefunded" => DomainEvent::PaymentRefunded(PaymentRefunded {
-            order_id: order_id(p)?,
-            amount: amount(p, "amount")?,
-            reason: reason(p)?,
-        }),
-        "PaymentCaptured" => DomainEvent::PaymentCaptured(PaymentCaptured {
-            order_id: order_id(p)?,
-            amount: amount(p, "amount")?,
-        }),
+        "OrderCancelled" => {
+            let s: OrderReasonForm = parse(p)?;
+            DomainEvent::OrderCancelled(OrderCancelled {
+                order_id: OrderId::from_uuid(s.order_id),
+                reason: to_reason(&s.reason)?,
+            })
+        }
+        "ProductCreated" => {
+            let s: ProductCreatedForm = parse(p)?;
+            DomainEvent::ProductCreated(ProductCreated {
+                sku: to_sku(&s.sku)?,
+                name: checked("name", Text::parse(&s.name, MAX_NAME_CHARS))?,
+                price: to_money("price", s.price)?,
+                initial_stock: checked("initial_stock", StockLevel::new(s.initial_stock))?,
+            })
+        }
+        "StockRestocked" => {
+            let s: RestockForm = parse(p)?;
+            DomainEvent::StockRestocked(StockRestocked {
+                sku: to_sku(&s.sku)?,
+                quantity: to_quantity(s.quantity)?,
+            })
+        }
+        "StockReserved" => {
+            let (sku, order_id, quantity) = to_stock_move(p)?;
+            DomainEvent::StockReserved(StockReserved {
+                sku,
+                order_id,
+                quantity,
+            })
+        }
+        "StockReleased" => {
+            let (sku, order_id, quantity) = to_stock_move(p)?;
+            DomainEvent::StockReleased(StockReleased {
+                sku,
+                order_id,
+                quantity,
+            })
+        }
+        "StockCommitted" => {
+            let (sku, order_id, quantity) = to_stock_move(p)?;
+            DomainEvent::StockCommitted(StockCommitted {
+                sku,
+                order_id,
+                quantity,
+            })
+        }
+        "PaymentAuthorized" => {
+            let s: PaymentAuthorizedForm = parse(p)?;
+            DomainEvent::PaymentAuthorized(PaymentAuthorized {
+                order_id: OrderId::from_uuid(s.order_id),
+                customer_id: CustomerId::from_uuid(s.customer_id),
+                amount: to_money("amount", s.amount)?,
+                method: checked("method", PaymentMethod::parse(&s.method))?,
+            })
+        }
+        "PaymentDeclined" => {
+            let s: PaymentDeclinedForm = parse(p)?;
+            DomainEvent::PaymentDeclined(PaymentDeclined {
+                order_id: OrderId::from_uuid(s.order_id),
+                customer_id: CustomerId::from_uuid(s.customer_id),
+                amount: to_money("amount", s.amount)?,
+                reason: to_reason(&s.reason)?,
+            })
+        }
+        "PaymentRefunded" => {
+            let s: PaymentRefundedForm = parse(p)?;
+            DomainEvent::PaymentRefunded(PaymentRefunded {
+                order_id: OrderId::from_uuid(s.order_id),
+                amount: to_money("amount", s.amount)?,
+                reason: to_reason(&s.reason)?,
+            })
+        }
+        "PaymentCaptured" => {
+            let s: PaymentCapturedForm = parse(p)?;
+            DomainEvent::PaymentCaptured(PaymentCaptured {
+                order_id: OrderId::from_uuid(s.order_id),
+                amount: to_money("amount", s.amount)?,
+            })
+        }
         other => return Err(format!("no decoder for {other}")),
     })
 }
@@ -493,17 +724,57 @@ mod tests {
     fn every_event_round_trips_through_its_stored_form() {
         for event in every_event() {
             let stored = StoredEvent::encode(&event);
+            let payload: Value = serde_json::from_str(stored.payload.get()).unwrap();
             assert_eq!(
-                stored.payload["schema_version"],
+                payload["schema_version"],
                 json!(schema_version(stored.event_type).unwrap()),
                 "{}",
                 stored.event_type
             );
             assert_eq!(
-                StoredEvent::decode(stored.event_type, &stored.payload),
+                StoredEvent::decode(stored.event_type, stored.payload.get()),
                 Ok(event)
             );
         }
+    }
+
+    #[test]
+    fn the_schema_version_is_read_wherever_it_is() {
+        let shipped = |text: &str| StoredEvent::decode("OrderShipped", text);
+        let id = Uuid::from_u128(1);
+        let expected = Ok(DomainEvent::OrderShipped(OrderShipped {
+            order_id: OrderId::from_uuid(id),
+        }));
+        // First, as written; later, or with spaces, as another writer might put it.
+        assert_eq!(
+            shipped(&format!(r#"{{"schema_version":1,"order_id":"{id}"}}"#)),
+            expected
+        );
+        assert_eq!(
+            shipped(&format!(r#"{{"order_id":"{id}","schema_version":1}}"#)),
+            expected
+        );
+        assert_eq!(
+            shipped(&format!(
+                r#"{{ "schema_version" : 1, "order_id": "{id}" }}"#
+            )),
+            expected
+        );
+        assert!(matches!(
+            shipped(&format!(r#"{{"order_id":"{id}","schema_version":7}}"#)),
+            Err(DecodeError::UnsupportedSchemaVersion { version: 7, .. })
+        ));
+        assert!(matches!(
+            shipped(&format!(r#"{{"schema_version":"1","order_id":"{id}"}}"#)),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            shipped(&format!(r#"{{"schema_version":1,"order_id":"{id}""#)),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert_eq!(leading_version(r#"{"schema_version":12}"#), Some(12));
+        assert_eq!(leading_version(r#"{"schema_version":1x,"a":1}"#), None);
+        assert_eq!(leading_version(r#"{"schema_version":-1,"a":1}"#), None);
     }
 
     #[test]
@@ -515,32 +786,34 @@ mod tests {
             "currency": "EUR",
             "lines": [{ "sku": "SKU-1", "quantity": 2, "unit_price_minor": 1250 }],
         });
-        let decoded = StoredEvent::decode("OrderCreated", &v1).expect("v1 must still decode");
+        let decoded =
+            StoredEvent::decode("OrderCreated", &v1.to_string()).expect("v1 must still decode");
         assert_eq!(decoded, every_event()[0]);
     }
 
     #[test]
     fn unknown_and_malformed_payloads_are_told_apart() {
         assert_eq!(
-            StoredEvent::decode("OrderTeleported", &json!({})),
+            StoredEvent::decode("OrderTeleported", "{}"),
             Err(DecodeError::UnknownEventType("OrderTeleported".into()))
         );
         assert!(matches!(
             StoredEvent::decode(
                 "OrderShipped",
-                &json!({ "schema_version": 9, "order_id": Uuid::nil() })
+                &json!({ "schema_version": 9, "order_id": Uuid::nil() }).to_string()
             ),
             Err(DecodeError::UnsupportedSchemaVersion { version: 9, .. })
         ));
         assert!(matches!(
-            StoredEvent::decode("OrderShipped", &json!({ "schema_version": 1 })),
+            StoredEvent::decode("OrderShipped", r#"{"schema_version": 1}"#),
             Err(DecodeError::Malformed { .. })
         ));
         // A value that breaks a domain rule is malformed even when the shape is right.
-        let mut reserved = StoredEvent::encode(&every_event()[9]).payload;
+        let mut reserved: Value =
+            serde_json::from_str(StoredEvent::encode(&every_event()[9]).payload.get()).unwrap();
         reserved["quantity"] = json!(0);
         assert!(matches!(
-            StoredEvent::decode("StockReserved", &reserved),
+            StoredEvent::decode("StockReserved", &reserved.to_string()),
             Err(DecodeError::Malformed { .. })
         ));
     }

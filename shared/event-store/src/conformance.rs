@@ -303,7 +303,7 @@ pub async fn refuses_malformed_appends<S: EventStore>(store: &S) {
         ),
         (
             "payload not an object",
-            with(&|b| b[0].payload = json!([1, 2])),
+            with(&|b| b[0].payload = json!([1, 2]).into()),
             |e| matches!(e, InvalidAppend::PayloadNotObject(_)),
         ),
         (

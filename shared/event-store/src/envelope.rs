@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::{AggregateId, EventId, Position, Version};
@@ -23,6 +24,78 @@ pub struct Metadata {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+/// An event's payload: JSON text, kept exactly as it was written. The store never looks
+/// inside beyond checking that it is an object; readers decode it straight into their own
+/// types ([`Payload::decode`]), without building a `serde_json::Value` on the way.
+///
+/// Two payloads are equal when their text is: the store hands back the text it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload(Box<str>);
+
+impl Payload {
+    /// Checks that `text` is JSON and keeps it as it is (less any surrounding whitespace).
+    pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text.into()).map(Self::from)
+    }
+
+    /// Text the database has already checked to be JSON (a `json` column).
+    pub(crate) fn from_stored(text: String) -> Self {
+        Self(text.into_boxed_str())
+    }
+
+    /// Serialises a value.
+    pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Self::from)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the payload is a JSON object (the store refuses anything else).
+    pub fn is_object(&self) -> bool {
+        // The text is valid JSON, so its first character tells its kind.
+        self.as_str().trim_start().starts_with('{')
+    }
+
+    /// Decodes the payload into `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.as_str())
+    }
+
+    /// The payload as a `serde_json::Value`.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        self.decode()
+    }
+}
+
+impl Default for Payload {
+    /// `{}`.
+    fn default() -> Self {
+        Self("{}".into())
+    }
+}
+
+impl From<Box<RawValue>> for Payload {
+    fn from(raw: Box<RawValue>) -> Self {
+        Self(raw.into())
+    }
+}
+
+impl From<serde_json::Value> for Payload {
+    fn from(value: serde_json::Value) -> Self {
+        // `Value`'s Display writes its JSON text, and cannot fail.
+        Self(value.to_string().into_boxed_str())
+    }
+}
+
+impl std::fmt::Display for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An event as written by an aggregate, before the store gives it a global position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventEnvelope {
@@ -39,7 +112,7 @@ pub struct EventEnvelope {
     /// When the event happened, from the writer's clock.
     pub timestamp: DateTime<Utc>,
     /// The event's stored JSON form; always a JSON object.
-    pub payload: serde_json::Value,
+    pub payload: Payload,
     /// Correlation, causation and any other context.
     pub metadata: Metadata,
 }
@@ -61,7 +134,7 @@ pub struct EventEnvelopeBuilder {
     aggregate_type: String,
     version: Option<Version>,
     timestamp: Option<DateTime<Utc>>,
-    payload: Option<serde_json::Value>,
+    payload: Option<Payload>,
     metadata: Metadata,
 }
 
@@ -102,15 +175,15 @@ impl EventEnvelopeBuilder {
         self
     }
 
-    /// Sets the payload from a JSON value.
-    pub fn payload_raw(mut self, payload: serde_json::Value) -> Self {
-        self.payload = Some(payload);
+    /// Sets the payload.
+    pub fn payload_raw(mut self, payload: impl Into<Payload>) -> Self {
+        self.payload = Some(payload.into());
         self
     }
 
     /// Sets the payload by serialising a value.
     pub fn payload<T: Serialize>(self, payload: &T) -> Result<Self, serde_json::Error> {
-        Ok(self.payload_raw(serde_json::to_value(payload)?))
+        Ok(self.payload_raw(Payload::to_payload(payload)?))
     }
 
     /// Sets the correlation id.
@@ -140,7 +213,7 @@ impl EventEnvelopeBuilder {
             aggregate_type: self.aggregate_type,
             version: self.version.unwrap_or(Version::first()),
             timestamp: self.timestamp.unwrap_or_else(Utc::now),
-            payload: self.payload.unwrap_or_else(|| serde_json::json!({})),
+            payload: self.payload.unwrap_or_default(),
             metadata: self.metadata,
         }
     }

@@ -27,7 +27,7 @@ mod writer;
 
 pub mod conformance;
 
-pub use envelope::{EventEnvelope, EventEnvelopeBuilder, Metadata, RecordedEvent};
+pub use envelope::{EventEnvelope, EventEnvelopeBuilder, Metadata, Payload, RecordedEvent};
 pub use error::{Error, InvalidAppend, Result};
 pub use ids::{AggregateId, EventId, Version};
 pub use memory::InMemoryEventStore;

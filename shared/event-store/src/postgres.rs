@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::{
     AggregateId, Error, EventEnvelope, EventId, EventQuery, EventStore, ExpectedVersion, LogPage,
-    Metadata, MultiAppendResult, Position, RecordedEvent, Result, Snapshot, StreamAppend, Version,
-    Wakeup,
+    Metadata, MultiAppendResult, Payload, Position, RecordedEvent, Result, Snapshot, StreamAppend,
+    Version, Wakeup,
     memory::replayed,
     store::validate,
     writer::{CommandWriter, DEFAULT_WRITERS},
@@ -102,15 +102,15 @@ const STREAM_VERSIONS_SQL: &str = "SELECT s.id, coalesce((SELECT max(version) FR
      FROM unnest($1::uuid[]) AS s(id)";
 
 const STORED_IDS_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+     aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
      FROM events WHERE event_id = ANY($1)";
 
 const STREAM_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+     aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
      FROM events WHERE aggregate_id = $1 AND version >= $2 ORDER BY version";
 
 const QUERY_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+     aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
      FROM events \
      WHERE ($1::uuid IS NULL OR aggregate_id = $1) \
        AND ($2::text IS NULL OR aggregate_type = $2) \
@@ -127,7 +127,7 @@ const QUERY_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS
 /// returned ones. The columns are qualified because the output alias `transaction_id` (a
 /// bigint) would otherwise win in ORDER BY and turn an index scan into a sort of the table.
 const READ_ALL_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+     aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
      FROM events \
      WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2) \
        AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -143,7 +143,7 @@ const READ_TYPES_SQL: &str = "SELECT e.*, h.horizon \
      FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) AS h \
      LEFT JOIN LATERAL ( \
        SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-         aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at \
+         aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
        FROM events \
        WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2) \
          AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -358,7 +358,7 @@ struct EventColumns<'a> {
     aggregate_types: Vec<&'a str>,
     event_types: Vec<&'a str>,
     /// JSON text: the columns are `json`, which stores the text as written.
-    payloads: Vec<String>,
+    payloads: Vec<&'a str>,
     metadata: Vec<String>,
     occurred: Vec<DateTime<Utc>>,
 }
@@ -379,7 +379,7 @@ impl<'a> EventColumns<'a> {
             columns.aggregate_ids.push(event.aggregate_id.as_uuid());
             columns.aggregate_types.push(event.aggregate_type.as_str());
             columns.event_types.push(event.event_type.as_str());
-            columns.payloads.push(event.payload.to_string());
+            columns.payloads.push(event.payload.as_str());
             columns.metadata.push(
                 serde_json::to_string(&event.metadata)
                     .map_err(|err| sqlx::Error::Encode(err.into()))?,
@@ -905,7 +905,8 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
     let global: i64 = row.try_get(0).map_err(corrupt)?;
     let transaction: i64 = row.try_get(1).map_err(corrupt)?;
     let metadata: sqlx::types::Json<Metadata> = row.try_get(8).map_err(corrupt)?;
-    let payload: sqlx::types::Json<serde_json::Value> = row.try_get(7).map_err(corrupt)?;
+    // `payload::text`: the column is `json`, which PostgreSQL has already checked.
+    let payload: String = row.try_get(7).map_err(corrupt)?;
     Ok(RecordedEvent {
         position: Position::new(transaction as u64, global as u64),
         envelope: EventEnvelope {
@@ -914,7 +915,7 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
             aggregate_type: row.try_get(4).map_err(corrupt)?,
             version: Version::from_i64(row.try_get(5).map_err(corrupt)?),
             event_type: row.try_get(6).map_err(corrupt)?,
-            payload: payload.0,
+            payload: Payload::from_stored(payload),
             metadata: metadata.0,
             timestamp: row.try_get(9).map_err(corrupt)?,
         },
