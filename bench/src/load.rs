@@ -564,16 +564,17 @@ pub async fn rebuild(mode: Mode, database_url: &str) -> anyhow::Result<Vec<Row>>
         mode.rebuild_events()
     );
     let orders = missing / 10;
-    // One order: OrderCreated then nine lines, in the stored JSON form the projector reads.
+    // One order: OrderCreated then nine lines, written as command-service writes them
+    // (compact JSON, schema version first, correlation and causation ids).
     sqlx::query(
-        "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, occurred_at) \
+        "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at) \
          SELECT gen_random_uuid(), md5('replay' || o)::uuid, 'Order', v, \
            CASE WHEN v = 1 THEN 'OrderCreated' ELSE 'OrderLineAdded' END, \
-           CASE WHEN v = 1 THEN json_build_object('schema_version', 2, 'order_id', md5('replay' || o)::uuid, \
-                  'customer_id', md5('c' || (o % 5000))::uuid, 'currency', 'EUR', 'lines', '[]'::json) \
-                ELSE json_build_object('schema_version', 1, 'order_id', md5('replay' || o)::uuid, \
-                  'line', json_build_object('sku', 'SKU-' || v, 'quantity', 1, \
-                    'unit_price', json_build_object('amount_minor', 100, 'currency', 'EUR'))) END, \
+           CASE WHEN v = 1 THEN format('{\"schema_version\":2,\"order_id\":\"%s\",\"customer_id\":\"%s\",\"currency\":\"EUR\",\"lines\":[]}', \
+                  md5('replay' || o)::uuid, md5('c' || (o % 5000))::uuid)::json \
+                ELSE format('{\"schema_version\":1,\"order_id\":\"%s\",\"line\":{\"sku\":\"SKU-%s\",\"quantity\":1,\"unit_price\":{\"amount_minor\":100,\"currency\":\"EUR\"}}}', \
+                  md5('replay' || o)::uuid, v)::json END, \
+           format('{\"correlation_id\":\"%s\",\"causation_id\":\"%s\"}', md5('replay' || o)::uuid, gen_random_uuid())::json, \
            now() \
          FROM generate_series(1, $1) AS o, generate_series(1, 10) AS v ORDER BY o, v",
     )

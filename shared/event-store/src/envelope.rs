@@ -11,7 +11,7 @@ use crate::{AggregateId, EventId, Position, Version};
 
 /// Context carried with every event. Correlation and causation ids are first-class; anything
 /// else a writer wants to record goes in `extra`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Metadata {
     /// Ties together every event caused, directly or not, by one user request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,6 +22,39 @@ pub struct Metadata {
     /// Any further key/value pairs.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+// By hand rather than derived: a derived `#[serde(flatten)]` buffers every field before
+// reading it, and every event read carries metadata.
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Metadata;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of event metadata")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Metadata, A::Error> {
+                let mut metadata = Metadata::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "correlation_id" => metadata.correlation_id = map.next_value()?,
+                        "causation_id" => metadata.causation_id = map.next_value()?,
+                        _ => {
+                            metadata.extra.insert(key, map.next_value()?);
+                        }
+                    }
+                }
+                Ok(metadata)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 /// An event's payload: JSON text, kept exactly as it was written. The store never looks
@@ -233,5 +266,41 @@ impl std::ops::Deref for RecordedEvent {
 
     fn deref(&self) -> &EventEnvelope {
         &self.envelope
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_with_its_extra_fields() {
+        let metadata = Metadata {
+            correlation_id: Some(Uuid::from_u128(1)),
+            causation_id: None,
+            extra: BTreeMap::from([("tenant".to_owned(), serde_json::json!({ "id": 7 }))]),
+        };
+        let text = serde_json::to_string(&metadata).unwrap();
+        assert_eq!(serde_json::from_str::<Metadata>(&text).unwrap(), metadata);
+        let read: Metadata =
+            serde_json::from_str(r#"{"causation_id": null, "correlation_id": "00000000-0000-0000-0000-000000000001", "tenant": {"id": 7}}"#)
+                .unwrap();
+        assert_eq!(read, metadata);
+        assert!(serde_json::from_str::<Metadata>(r#"{"correlation_id": 5}"#).is_err());
+        assert!(serde_json::from_str::<Metadata>("[]").is_err());
+    }
+
+    #[test]
+    fn a_payload_is_its_json_text() {
+        let payload = Payload::parse("  {\"b\": 1, \"a\": [true]} ").unwrap();
+        assert_eq!(payload.as_str(), "{\"b\": 1, \"a\": [true]}");
+        assert!(payload.is_object());
+        assert_eq!(
+            payload.to_value().unwrap(),
+            serde_json::json!({ "a": [true], "b": 1 })
+        );
+        assert!(Payload::parse("{\"a\":").is_err());
+        assert!(!Payload::from(serde_json::json!([1])).is_object());
+        assert_eq!(Payload::default().as_str(), "{}");
     }
 }
