@@ -2,7 +2,9 @@
 -- Events are always written and read whole and never searched by content, so jsonb's
 -- parsed form bought nothing and cost a parse on every append and a conversion back to
 -- text on every read: reading the whole log took 2.7 times as long inside PostgreSQL.
--- The operators (->, ->>) still work on json, for a person looking at the log.
+-- The operators (->, ->>) still work on json, for a person looking at the log. Existing
+-- rows keep jsonb's text layout. This rewrites the events table under an exclusive lock:
+-- on a large log, appends wait until it is done.
 ALTER TABLE events
     DROP CONSTRAINT events_payload_check,
     DROP CONSTRAINT events_metadata_check,

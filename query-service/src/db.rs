@@ -531,26 +531,37 @@ pub async fn get_customer(pool: &PgPool, id: Uuid) -> Result<Option<CustomerView
         .transpose()
 }
 
+/// Each rebuilt table: (shadow, live).
+const REBUILT: [(&str, &str); 3] = [
+    (SHADOW.orders, LIVE.orders),
+    (SHADOW.products, LIVE.products),
+    (SHADOW.customers, LIVE.customers),
+];
+
+/// A table's primary key constraint: (name, definition).
+async fn primary_key(
+    conn: &mut PgConnection,
+    table: &str,
+) -> Result<(String, String), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE conrelid = $1::regclass AND contype = 'p'",
+    )
+    .bind(table)
+    .fetch_one(conn)
+    .await
+}
+
 /// Creates empty shadow tables shaped like the live ones, with their primary keys but not
 /// yet their other indexes: rows go in faster, and [`index_shadow`] builds those indexes in
 /// one pass once the replay is done.
 pub async fn create_shadow(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    for (shadow, live) in [
-        (SHADOW.orders, LIVE.orders),
-        (SHADOW.products, LIVE.products),
-        (SHADOW.customers, LIVE.customers),
-    ] {
-        let primary_key: String = sqlx::query_scalar(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
-             WHERE conrelid = $1::regclass AND contype = 'p'",
-        )
-        .bind(live)
-        .fetch_one(&mut *conn)
-        .await?;
+    for (shadow, live) in REBUILT {
+        let (_, definition) = primary_key(conn, live).await?;
         for sql in [
             format!("DROP TABLE IF EXISTS {shadow}"),
             format!("CREATE TABLE {shadow} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES)"),
-            format!("ALTER TABLE {shadow} ADD {primary_key}"),
+            format!("ALTER TABLE {shadow} ADD {definition}"),
         ] {
             sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
         }
@@ -558,25 +569,57 @@ pub async fn create_shadow(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// The live tables' indexes other than their primary keys: (name, the part of its
-/// definition from `USING` on).
+/// An index of a live table other than its primary key.
+struct SecondaryIndex {
+    /// Its name (the shadow's copy is `<name>_rebuild` until the swap).
+    name: String,
+    /// `CREATE INDEX` or `CREATE UNIQUE INDEX`.
+    create: &'static str,
+    /// Its definition from `USING` on: method, columns, predicate.
+    definition: String,
+}
+
+/// The live table's indexes other than its primary key. The read models have no other
+/// constraints; one backed by an index would need copying as a constraint, so it is
+/// refused rather than silently turned into a plain index.
 async fn secondary_indexes(
     conn: &mut PgConnection,
     live: &str,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i \
+) -> Result<Vec<SecondaryIndex>, sqlx::Error> {
+    let rows: Vec<(String, bool, bool, String)> = sqlx::query_as(
+        "SELECT c.relname::text, i.indisunique, \
+           EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid), \
+           pg_get_indexdef(i.indexrelid) \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
          WHERE i.indrelid = $1::regclass AND NOT i.indisprimary ORDER BY 1",
     )
     .bind(live)
     .fetch_all(&mut *conn)
     .await?;
+    let unsupported = |why: String| sqlx::Error::Protocol(format!("cannot rebuild {live}: {why}"));
     rows.into_iter()
-        .map(|(name, definition)| match definition.find(" USING ") {
-            Some(at) => Ok((name, definition[at + 1..].to_owned())),
-            None => Err(sqlx::Error::Protocol(format!(
-                "unexpected index definition: {definition}"
-            ))),
+        .map(|(name, unique, constraint, definition)| {
+            if constraint {
+                return Err(unsupported(format!("index {name} backs a constraint")));
+            }
+            // PostgreSQL cuts names at 63 bytes, and the copy's name must not collide.
+            if name.len() + "_rebuild".len() > 63 {
+                return Err(unsupported(format!("index name {name} is too long")));
+            }
+            let Some(at) = definition.find(" USING ") else {
+                return Err(unsupported(format!(
+                    "unexpected index definition {definition}"
+                )));
+            };
+            Ok(SecondaryIndex {
+                definition: definition[at + 1..].to_owned(),
+                create: if unique {
+                    "CREATE UNIQUE INDEX"
+                } else {
+                    "CREATE INDEX"
+                },
+                name,
+            })
         })
         .collect()
 }
@@ -586,13 +629,14 @@ async fn secondary_indexes(
 /// planner; its column statistics come from autovacuum (ANALYZE took as long as the three
 /// index builds together, for the JSON lines).
 pub async fn index_shadow(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    for (shadow, live) in [
-        (SHADOW.orders, LIVE.orders),
-        (SHADOW.products, LIVE.products),
-        (SHADOW.customers, LIVE.customers),
-    ] {
-        for (name, definition) in secondary_indexes(conn, live).await? {
-            let sql = format!("CREATE INDEX {name}_rebuild ON {shadow} {definition}");
+    for (shadow, live) in REBUILT {
+        for index in secondary_indexes(conn, live).await? {
+            let SecondaryIndex {
+                name,
+                create,
+                definition,
+            } = index;
+            let sql = format!(r#"{create} "{name}_rebuild" ON {shadow} {definition}"#);
             sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
         }
     }
@@ -613,30 +657,24 @@ pub async fn lock_live(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// In the caller's transaction: puts the shadow tables in place of the live ones and drops
 /// the old ones.
 pub async fn swap_shadow(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    for (shadow, live) in [
-        (SHADOW.orders, LIVE.orders),
-        (SHADOW.products, LIVE.products),
-        (SHADOW.customers, LIVE.customers),
-    ] {
+    for (shadow, live) in REBUILT {
         let retired = format!("retired_{live}");
+        // The shadow's primary key and indexes take the names the live ones had.
         let indexes = secondary_indexes(conn, live).await?;
-        let primary_key: String = sqlx::query_scalar(
-            "SELECT conname::text FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p'",
-        )
-        .bind(shadow)
-        .fetch_one(&mut *conn)
-        .await?;
-        for sql in [
+        let (live_key, _) = primary_key(conn, live).await?;
+        let (shadow_key, _) = primary_key(conn, shadow).await?;
+        let mut statements = vec![
             format!("ALTER TABLE {live} RENAME TO {retired}"),
             format!("ALTER TABLE {shadow} RENAME TO {live}"),
             format!("DROP TABLE {retired}"),
-            format!("ALTER TABLE {live} RENAME CONSTRAINT {primary_key} TO {live}_pkey"),
-        ] {
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
-        }
-        // The shadow's indexes take the names the live ones had.
-        for (name, _) in indexes {
-            let sql = format!("ALTER INDEX {name}_rebuild RENAME TO {name}");
+            format!(r#"ALTER TABLE {live} RENAME CONSTRAINT "{shadow_key}" TO "{live_key}""#),
+        ];
+        statements.extend(
+            indexes
+                .iter()
+                .map(|i| format!(r#"ALTER INDEX "{0}_rebuild" RENAME TO "{0}""#, i.name)),
+        );
+        for sql in statements {
             sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
         }
     }

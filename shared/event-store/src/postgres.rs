@@ -101,17 +101,31 @@ const FIND_COMMAND_SQL: &str = "SELECT request_hash, outcome, transaction_id, gl
 const STREAM_VERSIONS_SQL: &str = "SELECT s.id, coalesce((SELECT max(version) FROM events WHERE aggregate_id = s.id), 0) \
      FROM unnest($1::uuid[]) AS s(id)";
 
-const STORED_IDS_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
-     FROM events WHERE event_id = ANY($1)";
+/// The columns [`decode_event`] reads, in its order. `payload::text`: the column is `json`,
+/// so this is its text as stored, already checked by PostgreSQL.
+macro_rules! event_columns {
+    () => {
+        "global_position, transaction_id::text::bigint AS transaction_id, event_id, \
+         aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at"
+    };
+}
 
-const STREAM_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
-     FROM events WHERE aggregate_id = $1 AND version >= $2 ORDER BY version";
+const STORED_IDS_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE event_id = ANY($1)"
+);
 
-const QUERY_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
-     FROM events \
+const STREAM_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE aggregate_id = $1 AND version >= $2 ORDER BY version"
+);
+
+const QUERY_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events \
      WHERE ($1::uuid IS NULL OR aggregate_id = $1) \
        AND ($2::text IS NULL OR aggregate_type = $2) \
        AND ($3::text[] IS NULL OR event_type = ANY($3)) \
@@ -120,37 +134,42 @@ const QUERY_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS
        AND ($6::timestamptz IS NULL OR occurred_at >= $6) \
        AND ($7::timestamptz IS NULL OR occurred_at < $7) \
      ORDER BY global_position \
-     LIMIT $8";
+     LIMIT $8"
+);
 
 /// Reads below the oldest running transaction, in one statement and so one snapshot: every
 /// transaction below `pg_snapshot_xmin` has ended, so no event can appear later before the
 /// returned ones. The columns are qualified because the output alias `transaction_id` (a
 /// bigint) would otherwise win in ORDER BY and turn an index scan into a sort of the table.
-const READ_ALL_SQL: &str = "SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-     aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
-     FROM events \
+const READ_ALL_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events \
      WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2) \
        AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY events.transaction_id, events.global_position \
-     LIMIT $3";
+     LIMIT $3"
+);
 
 /// [`READ_ALL_SQL`] for some event types only, plus the scan horizon: the oldest running
 /// transaction, below which everything has been scanned when fewer than `$3` rows match.
 /// One row with NULL event columns when nothing matches. The type test is written as an
 /// expression so that the planner walks the log-order index from the reader's position
 /// (a few new rows) rather than the event-type index (every event of the type, ever).
-const READ_TYPES_SQL: &str = "SELECT e.*, h.horizon \
+const READ_TYPES_SQL: &str = concat!(
+    "SELECT e.*, h.horizon \
      FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) AS h \
      LEFT JOIN LATERAL ( \
-       SELECT global_position, transaction_id::text::bigint AS transaction_id, event_id, \
-         aggregate_id, aggregate_type, version, event_type, payload::text, metadata, occurred_at \
-       FROM events \
+       SELECT ",
+    event_columns!(),
+    " FROM events \
        WHERE (events.transaction_id, events.global_position) > ($1::text::xid8, $2) \
          AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
          AND (events.event_type || '') = ANY($4) \
        ORDER BY events.transaction_id, events.global_position \
        LIMIT $3 \
-     ) AS e ON true";
+     ) AS e ON true"
+);
 
 const HEAD_SQL: &str = "SELECT transaction_id::text::bigint, global_position FROM events \
      WHERE events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -905,7 +924,6 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
     let global: i64 = row.try_get(0).map_err(corrupt)?;
     let transaction: i64 = row.try_get(1).map_err(corrupt)?;
     let metadata: sqlx::types::Json<Metadata> = row.try_get(8).map_err(corrupt)?;
-    // `payload::text`: the column is `json`, which PostgreSQL has already checked.
     let payload: String = row.try_get(7).map_err(corrupt)?;
     Ok(RecordedEvent {
         position: Position::new(transaction as u64, global as u64),
