@@ -286,16 +286,11 @@ impl StoredEvent {
                     payment_method: e.payment_method.as_str().to_owned(),
                 },
             ),
-            DomainEvent::OrderConfirmed(e) => versioned(
+            DomainEvent::OrderConfirmed(OrderConfirmed { order_id })
+            | DomainEvent::OrderShipped(OrderShipped { order_id }) => versioned(
                 event_type,
                 OrderForm {
-                    order_id: e.order_id.as_uuid(),
-                },
-            ),
-            DomainEvent::OrderShipped(e) => versioned(
-                event_type,
-                OrderForm {
-                    order_id: e.order_id.as_uuid(),
+                    order_id: order_id.as_uuid(),
                 },
             ),
             DomainEvent::OrderCancelled(e) => versioned(
@@ -322,15 +317,21 @@ impl StoredEvent {
                     quantity: i64::from(e.quantity.get()),
                 },
             ),
-            DomainEvent::StockReserved(e) => {
-                versioned(event_type, stock_move(&e.sku, e.order_id, e.quantity))
-            }
-            DomainEvent::StockReleased(e) => {
-                versioned(event_type, stock_move(&e.sku, e.order_id, e.quantity))
-            }
-            DomainEvent::StockCommitted(e) => {
-                versioned(event_type, stock_move(&e.sku, e.order_id, e.quantity))
-            }
+            DomainEvent::StockReserved(StockReserved {
+                sku,
+                order_id,
+                quantity,
+            })
+            | DomainEvent::StockReleased(StockReleased {
+                sku,
+                order_id,
+                quantity,
+            })
+            | DomainEvent::StockCommitted(StockCommitted {
+                sku,
+                order_id,
+                quantity,
+            }) => versioned(event_type, stock_move(sku, *order_id, *quantity)),
             DomainEvent::PaymentAuthorized(e) => versioned(
                 event_type,
                 PaymentAuthorizedForm {

@@ -96,11 +96,6 @@ impl Payload {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.as_str())
     }
-
-    /// The payload as a `serde_json::Value`.
-    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
-        self.decode()
-    }
 }
 
 impl Default for Payload {
@@ -296,7 +291,7 @@ mod tests {
         assert_eq!(payload.as_str(), "{\"b\": 1, \"a\": [true]}");
         assert!(payload.is_object());
         assert_eq!(
-            payload.to_value().unwrap(),
+            payload.decode::<serde_json::Value>().unwrap(),
             serde_json::json!({ "a": [true], "b": 1 })
         );
         assert!(Payload::parse("{\"a\":").is_err());
