@@ -2,7 +2,7 @@
 //! outcome it records for each.
 
 use domain_events::values::{
-    Currency, CustomerId, Money, OrderId, OrderLine, PaymentMethod, Quantity, Sku, StockLevel, Text,
+    Currency, CustomerId, Money, OrderId, PaymentMethod, Quantity, Sku, StockLevel, Text,
 };
 use event_store::{Position, Version};
 use serde::{Deserialize, Serialize};
@@ -19,15 +19,15 @@ pub enum Command {
         customer_id: CustomerId,
         /// The order's currency.
         currency: Currency,
-        /// Initial lines.
-        lines: Vec<OrderLine>,
+        /// Initial lines, priced from the catalogue.
+        lines: Vec<LineRequest>,
     },
     /// Add a line to a draft.
     AddOrderLine {
         /// The order.
         order_id: OrderId,
-        /// The line.
-        line: OrderLine,
+        /// The line, priced from the catalogue.
+        line: LineRequest,
     },
     /// Remove a line from a draft.
     RemoveOrderLine {
@@ -110,6 +110,18 @@ pub enum Command {
         /// Why.
         reason: Text,
     },
+}
+
+/// An order line as a client asks for it: the price comes from the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRequest {
+    /// What is ordered.
+    pub sku: Sku,
+    /// How many.
+    pub quantity: Quantity,
+    /// The unit price the client expects, if it said; a different catalogue price refuses
+    /// the command.
+    pub expected_price: Option<Money>,
 }
 
 /// A command together with what identifies and constrains this request.

@@ -7,8 +7,7 @@ use contracts::orders::v1 as pb;
 use domain_events::{
     stored::{MAX_NAME_CHARS, MAX_REASON_CHARS},
     values::{
-        Currency, CustomerId, Money, OrderId, OrderLine, PaymentMethod, Quantity, Sku, StockLevel,
-        Text,
+        Currency, CustomerId, Money, OrderId, PaymentMethod, Quantity, Sku, StockLevel, Text,
     },
 };
 use event_store::Version;
@@ -16,7 +15,7 @@ use service_runtime::edge::FieldViolations;
 use uuid::Uuid;
 
 use crate::{
-    commands::{Command, Detail, Outcome},
+    commands::{Command, Detail, LineRequest, Outcome},
     domain::order::MAX_LINES,
 };
 
@@ -89,18 +88,22 @@ impl Fields {
         self.0.check(field, PaymentMethod::parse(s))
     }
 
-    fn line(&mut self, field: &str, line: Option<&pb::OrderLine>) -> Option<OrderLine> {
+    fn line(&mut self, field: &str, line: Option<&pb::OrderLine>) -> Option<LineRequest> {
         let Some(line) = line else {
             self.0.add(field, "is required");
             return None;
         };
         let sku = self.sku(&format!("{field}.sku"), &line.sku);
         let quantity = self.quantity(&format!("{field}.quantity"), i64::from(line.quantity));
-        let unit_price = self.money(&format!("{field}.unit_price"), line.unit_price.as_ref());
-        Some(OrderLine {
+        // Optional: the price the client expects to pay; the catalogue sets the price.
+        let expected_price = match &line.unit_price {
+            Some(price) => Some(self.money(&format!("{field}.unit_price"), Some(price))?),
+            None => None,
+        };
+        Some(LineRequest {
             sku: sku?,
             quantity: quantity?,
-            unit_price: unit_price?,
+            expected_price,
         })
     }
 
@@ -156,7 +159,7 @@ pub fn create_order(r: &pb::CreateOrderRequest) -> Result<Parsed, tonic::Status>
     let customer_id = f.customer_id("customer_id", &r.customer_id);
     let currency = f.currency("currency", &r.currency);
     f.unique_skus("lines", r.lines.iter().map(|l| l.sku.as_str()), 0);
-    let lines: Vec<Option<OrderLine>> = if r.lines.len() <= MAX_LINES {
+    let lines: Vec<Option<LineRequest>> = if r.lines.len() <= MAX_LINES {
         r.lines
             .iter()
             .enumerate()
@@ -348,6 +351,9 @@ pub fn authorize_payment(r: &pb::AuthorizePaymentRequest) -> Result<Parsed, toni
     let order_id = f.order_id("order_id", &r.order_id);
     let customer_id = f.customer_id("customer_id", &r.customer_id);
     let amount = f.money("amount", r.amount.as_ref());
+    if amount.is_some_and(|a| a.amount_minor() == 0) {
+        f.0.add("amount.amount_minor", "must be more than 0");
+    }
     let method = f.payment_method("payment_method", &r.payment_method);
     f.finish(command_id, None, || {
         Some(Command::AuthorizePayment {
@@ -371,6 +377,14 @@ pub fn refund_payment(r: &pb::RefundPaymentRequest) -> Result<Parsed, tonic::Sta
             reason: reason?,
         })
     })
+}
+
+/// Parses `VoidCommand`: the command id to settle, and why.
+pub fn void_command(r: &pb::VoidCommandRequest) -> Result<(Uuid, Text), tonic::Status> {
+    let mut f = Fields::new();
+    let command_id = f.uuid("command_id", &r.command_id);
+    let reason = f.text("reason", &r.reason, MAX_REASON_CHARS);
+    f.0.finish(|| Some((command_id?, reason?)))
 }
 
 impl Outcome {

@@ -31,6 +31,24 @@ pub enum CommandError {
         /// The version found.
         actual: Version,
     },
+    /// An order line's catalogue price is not the one the client expected.
+    #[error("the price of {sku} is {current}, not {expected}")]
+    PriceChanged {
+        /// The product.
+        sku: String,
+        /// The unit price the client sent.
+        expected: domain_events::values::Money,
+        /// The catalogue's unit price.
+        current: domain_events::values::Money,
+    },
+    /// The command id was voided (`VoidCommand`) before a command with it ran.
+    #[error("command {command_id} was voided before it ran: {reason}")]
+    Voided {
+        /// The command id.
+        command_id: Uuid,
+        /// Why it was voided.
+        reason: String,
+    },
     /// The idempotency key was used before with a different request.
     #[error("command_id {0} was already used for a different request")]
     CommandIdReused(Uuid),
@@ -100,6 +118,36 @@ impl From<CommandError> for Status {
                 let details =
                     ErrorDetails::with_error_info("VERSION_CONFLICT", "orders.v1", metadata);
                 Status::with_error_details(Code::Aborted, message, details)
+            }
+            CommandError::PriceChanged {
+                sku,
+                expected,
+                current,
+            } => {
+                let message = format!("the price of {sku} is {current}, not {expected}");
+                let metadata = HashMap::from([
+                    ("sku".to_owned(), sku.clone()),
+                    (
+                        "expected_amount_minor".to_owned(),
+                        expected.amount_minor().to_string(),
+                    ),
+                    (
+                        "current_amount_minor".to_owned(),
+                        current.amount_minor().to_string(),
+                    ),
+                    ("currency".to_owned(), current.currency().to_string()),
+                ]);
+                let mut details =
+                    ErrorDetails::with_error_info("PRICE_CHANGED", "orders.v1", metadata);
+                details.add_precondition_failure_violation("PRICE_CHANGED", sku, message.clone());
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            CommandError::Voided { command_id, reason } => {
+                let message = format!("command {command_id} was voided before it ran: {reason}");
+                let metadata = HashMap::from([("command_id".to_owned(), command_id.to_string())]);
+                let details =
+                    ErrorDetails::with_error_info("COMMAND_VOIDED", "orders.v1", metadata);
+                Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             CommandError::CommandIdReused(id) => Status::already_exists(format!(
                 "command_id {id} was already used for a different request; use a new command_id"

@@ -233,6 +233,20 @@ impl CommandService for CommandApi {
         .await
     }
 
+    async fn void_command(
+        &self,
+        r: Request<pb::VoidCommandRequest>,
+    ) -> Result<Response<pb::VoidCommandResponse>, Status> {
+        let (command_id, reason) = edge::void_command(r.get_ref())?;
+        let span = tracing::info_span!("void", %command_id);
+        let voided = self
+            .pipeline
+            .void(command_id, reason.as_str())
+            .instrument(span)
+            .await?;
+        Ok(Response::new(pb::VoidCommandResponse { voided }))
+    }
+
     async fn authorize_payment(
         &self,
         r: Request<pb::AuthorizePaymentRequest>,

@@ -11,6 +11,7 @@ pub mod edge;
 pub mod error;
 pub mod grpc;
 pub mod pipeline;
+pub mod reference;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

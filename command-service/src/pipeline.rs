@@ -37,7 +37,11 @@ use crate::{
         Product, ProductCommand,
     },
     error::CommandError,
+    reference::{OrderFact, References},
 };
+
+/// The command type under which a voided command id is recorded.
+pub const VOIDED: &str = "(voided)";
 
 /// How often a command is decided again after losing a race for an aggregate's version.
 /// Commands on one aggregate queue in-process (see [`KeyedLocks`]), so races only happen
@@ -52,6 +56,7 @@ pub struct Pipeline {
     snapshot_every: u64,
     locks: Arc<KeyedLocks>,
     cache: Arc<AggregateCache>,
+    refs: Arc<References>,
 }
 
 impl Pipeline {
@@ -64,6 +69,7 @@ impl Pipeline {
             snapshot_every,
             locks: Arc::new(KeyedLocks::default()),
             cache: Arc::new(AggregateCache::default()),
+            refs: Arc::new(References::default()),
         }
     }
 
@@ -84,7 +90,13 @@ impl Pipeline {
         let _turn = self.locks.lock(lock_keys(&envelope.command)).await;
         let mut session =
             Session::optimistic(&self.store, &self.cache, creates_streams(&envelope.command));
-        let decided = decide(&envelope.command, &mut session, envelope.expected_version).await;
+        let decided = decide(
+            &envelope.command,
+            &mut session,
+            envelope.expected_version,
+            &self.refs,
+        )
+        .await;
         if !session.has_unverified() {
             // Everything came from the store: this was an ordinary first attempt.
             return self.settle(envelope, session, decided, 1).await;
@@ -100,7 +112,13 @@ impl Pipeline {
             self.cache.evict(id);
         }
         let mut session = Session::new(&self.store);
-        let decided = decide(&envelope.command, &mut session, envelope.expected_version).await;
+        let decided = decide(
+            &envelope.command,
+            &mut session,
+            envelope.expected_version,
+            &self.refs,
+        )
+        .await;
         self.settle(envelope, session, decided, 1).await
     }
 
@@ -143,7 +161,43 @@ impl Pipeline {
             }
             attempt += 1;
             session = Session::new(&self.store);
-            decided = decide(&envelope.command, &mut session, envelope.expected_version).await;
+            decided = decide(
+                &envelope.command,
+                &mut session,
+                envelope.expected_version,
+                &self.refs,
+            )
+            .await;
+        }
+    }
+
+    /// Settles `command_id` for good: true when no command with it had run (now none ever
+    /// will: the id is recorded as voided, in the idempotency log that every command's
+    /// append also writes, so exactly one of the two gets it), false when one had.
+    pub async fn void(&self, command_id: Uuid, reason: &str) -> Result<bool, CommandError> {
+        let record = CommandRecord {
+            command_id,
+            command_type: VOIDED.to_owned(),
+            request_hash: Vec::new(),
+            outcome: json!({ "reason": reason }),
+            recorded_at: self.clock.now(),
+            position: Position::START,
+        };
+        let written = self
+            .store
+            .append_command(CommandAppend {
+                streams: Vec::new(),
+                record,
+            })
+            .await?;
+        match written {
+            CommandWrite::Appended(_) => Ok(true),
+            CommandWrite::AlreadyRecorded => {
+                let recorded = self.store.find_command(command_id).await?.ok_or_else(|| {
+                    CommandError::Internal("command id recorded but not found".into())
+                })?;
+                Ok(recorded.command_type == VOIDED)
+            }
         }
     }
 
@@ -156,7 +210,7 @@ impl Pipeline {
         match self.replay(envelope).await {
             Ok(Some(outcome)) => Ok(outcome),
             Ok(None) => Err(err),
-            Err(CommandError::CommandIdReused(id)) => Err(CommandError::CommandIdReused(id)),
+            Err(err @ (CommandError::CommandIdReused(_) | CommandError::Voided { .. })) => Err(err),
             // The lookup failing too (database down) says no more than the first error.
             Err(_) => Err(err),
         }
@@ -167,6 +221,12 @@ impl Pipeline {
         let Some(recorded) = self.store.find_command(envelope.command_id).await? else {
             return Ok(None);
         };
+        if recorded.command_type == VOIDED {
+            return Err(CommandError::Voided {
+                command_id: envelope.command_id,
+                reason: recorded.outcome["reason"].as_str().unwrap_or("").to_owned(),
+            });
+        }
         if recorded.request_hash != envelope.request_hash {
             return Err(CommandError::CommandIdReused(envelope.command_id));
         }
@@ -579,6 +639,20 @@ impl<'a> Session<'a> {
     }
 }
 
+/// Reads an aggregate's current state and version from the store.
+pub(crate) async fn load_state<A: Aggregate>(
+    store: &PostgresEventStore,
+    id: AggregateId,
+) -> Result<(A, Version), CommandError> {
+    let entry = load::<A>(store, id).await?;
+    let version = entry.version();
+    let state = entry
+        .state
+        .downcast::<A>()
+        .map_err(|_| CommandError::Internal(format!("{id} did not load as a {}", A::TYPE)))?;
+    Ok((*state, version))
+}
+
 /// Loads an aggregate: the latest snapshot of its current schema, if it decodes, plus every
 /// event after it.
 async fn load<A: Aggregate>(
@@ -647,7 +721,21 @@ async fn decide(
     command: &Command,
     session: &mut Session<'_>,
     expected: Option<Version>,
+    refs: &References,
 ) -> Result<Detail, CommandError> {
+    // What the stock and payment commands require of their order.
+    let store = session.store;
+    let order_fact = |order_id: domain_events::values::OrderId, placed: bool| async move {
+        match refs.order(store, order_id).await? {
+            OrderFact::Missing => Err(CommandError::NotFound(format!(
+                "order {order_id} not found"
+            ))),
+            OrderFact::Draft if placed => Err(CommandError::Refused(format!(
+                "order {order_id} has not been placed"
+            ))),
+            fact => Ok(fact),
+        }
+    };
     let order_stream = |id: domain_events::values::OrderId| AggregateId::from_uuid(id.as_uuid());
     let product_stream = |sku: &domain_events::values::Sku| {
         AggregateId::from_uuid(ProductId::for_sku(sku).as_uuid())
@@ -656,6 +744,14 @@ async fn decide(
         AggregateId::from_uuid(PaymentId::for_order(id).as_uuid())
     };
 
+    // New lines are priced from the catalogue first.
+    let priced = match command {
+        Command::CreateOrder { lines, .. } => refs.price_lines(store, lines).await?,
+        Command::AddOrderLine { line, .. } => {
+            refs.price_lines(store, std::slice::from_ref(line)).await?
+        }
+        _ => Vec::new(),
+    };
     // Commands on a single order share their shape.
     let order_command =
         |command: &Command| -> Option<(domain_events::values::OrderId, OrderCommand)> {
@@ -664,18 +760,18 @@ async fn decide(
                     order_id,
                     customer_id,
                     currency,
-                    lines,
+                    ..
                 } => (
                     *order_id,
                     OrderCommand::Create {
                         order_id: *order_id,
                         customer_id: *customer_id,
                         currency: *currency,
-                        lines: lines.clone(),
+                        lines: priced.clone(),
                     },
                 ),
-                Command::AddOrderLine { order_id, line } => {
-                    (*order_id, OrderCommand::AddLine(line.clone()))
+                Command::AddOrderLine { order_id, .. } => {
+                    (*order_id, OrderCommand::AddLine(priced.first()?.clone()))
                 }
                 Command::RemoveOrderLine { order_id, sku } => {
                     (*order_id, OrderCommand::RemoveLine(sku.clone()))
@@ -693,7 +789,15 @@ async fn decide(
         };
     if let Some((order_id, order_command)) = order_command(command) {
         let id = order_stream(order_id);
-        let (_, version) = session.load::<Order>(id).await?;
+        let (order, version) = session.load::<Order>(id).await?;
+        if matches!(command, Command::PlaceOrder { .. }) {
+            // A draft from before lines were checked against the catalogue may name a
+            // product that does not exist.
+            let skus: Vec<_> = order.lines().iter().map(|l| l.sku.clone()).collect();
+            for sku in &skus {
+                refs.price(store, sku).await?;
+            }
+        }
         check_expected(id, expected, version)?;
         session.decide::<Order>(id, &format!("order {order_id}"), &order_command)?;
         let (order, _) = session.load::<Order>(id).await?;
@@ -767,6 +871,7 @@ async fn decide(
             Ok(Detail::None)
         }
         Command::ReserveStock { order_id, items } => {
+            order_fact(*order_id, true).await?;
             for (sku, quantity) in items {
                 let id = product_stream(sku);
                 session.load::<Product>(id).await?;
@@ -782,6 +887,7 @@ async fn decide(
             Ok(Detail::None)
         }
         Command::ReleaseStock { order_id, skus } => {
+            order_fact(*order_id, false).await?;
             for sku in skus {
                 let id = product_stream(sku);
                 session.load::<Product>(id).await?;
@@ -799,6 +905,13 @@ async fn decide(
             amount,
             method,
         } => {
+            if let OrderFact::Placed(total) = order_fact(*order_id, true).await?
+                && total != *amount
+            {
+                return Err(CommandError::Refused(format!(
+                    "the amount {amount} is not the total of order {order_id}, {total}"
+                )));
+            }
             let id = payment_stream(*order_id);
             session.load::<Payment>(id).await?;
             session.decide::<Payment>(
@@ -821,6 +934,7 @@ async fn decide(
             })
         }
         Command::RefundPayment { order_id, reason } => {
+            order_fact(*order_id, false).await?;
             let id = payment_stream(*order_id);
             session.load::<Payment>(id).await?;
             session.decide::<Payment>(

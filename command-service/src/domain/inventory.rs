@@ -47,11 +47,17 @@ pub enum ProductCommand {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Product {
     sku: Option<Sku>,
+    price: Option<Money>,
     on_hand: u64,
     reservations: BTreeMap<OrderId, Quantity>,
 }
 
 impl Product {
+    /// The catalogue price of one unit; `None` before the product exists.
+    pub fn price(&self) -> Option<Money> {
+        self.price
+    }
+
     /// Units physically in stock.
     pub fn on_hand(&self) -> u64 {
         self.on_hand
@@ -76,7 +82,7 @@ impl Product {
 
 impl Aggregate for Product {
     const TYPE: &'static str = aggregate_type::INVENTORY;
-    const SNAPSHOT_SCHEMA: u32 = 1;
+    const SNAPSHOT_SCHEMA: u32 = 2;
     type Command = ProductCommand;
 
     fn handle(&self, command: &ProductCommand) -> Result<Vec<DomainEvent>, DomainError> {
@@ -166,6 +172,7 @@ impl Aggregate for Product {
         match event {
             DomainEvent::ProductCreated(e) => {
                 self.sku = Some(e.sku.clone());
+                self.price = Some(e.price);
                 self.on_hand = e.initial_stock.get();
             }
             DomainEvent::StockRestocked(e) => self.on_hand += u64::from(e.quantity.get()),

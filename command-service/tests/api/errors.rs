@@ -47,7 +47,6 @@ async fn bad_input_is_refused_and_writes_nothing(pool: PgPool) {
     let mut c = app.client.clone();
     create_product(&mut c, "SKU-1", 10).await;
     let order_id = create_order(&mut c, vec![]).await;
-    let before = app.event_count().await;
 
     let add = |line: Option<pb::OrderLine>| pb::AddOrderLineRequest {
         command_id: id(),
@@ -56,6 +55,8 @@ async fn bad_input_is_refused_and_writes_nothing(pool: PgPool) {
         expected_version: None,
     };
     let too_many: Vec<pb::OrderLine> = (0..101).map(|i| line(&format!("SKU-{i}"), 1, 1)).collect();
+    let placed = place_order(&mut c, &[("SKU-1", 1)], "card").await;
+    let before = app.event_count().await;
     let long_name = "x".repeat(201);
     let cases: Vec<(&str, Result<(), tonic::Status>)> = vec![
         (
@@ -105,11 +106,29 @@ async fn bad_input_is_refused_and_writes_nothing(pool: PgPool) {
                 .map(|_| ()),
         ),
         (
-            "missing price",
-            c.add_order_line(add(Some(pb::OrderLine {
-                unit_price: None,
-                ..line("SKU-1", 1, 1)
-            })))
+            "a negative expected price",
+            c.add_order_line(add(Some(line("SKU-1", 1, -1))))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "an authorisation of nothing",
+            c.authorize_payment(pb::AuthorizePaymentRequest {
+                command_id: id(),
+                order_id: placed.clone(),
+                customer_id: id(),
+                amount: eur(0),
+                payment_method: "card".into(),
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "a void of no command id",
+            c.void_command(pb::VoidCommandRequest {
+                command_id: "x".into(),
+                reason: "because".into(),
+            })
             .await
             .map(|_| ()),
         ),
@@ -188,7 +207,60 @@ async fn bad_input_is_refused_and_writes_nothing(pool: PgPool) {
             "unknown order",
             c.add_order_line(pb::AddOrderLineRequest {
                 order_id: id(),
-                ..add(Some(line("SKU-1", 1, 1)))
+                ..add(Some(line("SKU-1", 1, PRICE)))
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "an unknown product in a new line",
+            c.add_order_line(add(Some(catalogue_line("NOPE-3", 1))))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "an unknown product in a new order",
+            c.create_order(pb::CreateOrderRequest {
+                command_id: id(),
+                order_id: id(),
+                customer_id: id(),
+                currency: "EUR".into(),
+                lines: vec![catalogue_line("SKU-1", 1), catalogue_line("NOPE-4", 1)],
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "a payment for an unknown order",
+            c.authorize_payment(pb::AuthorizePaymentRequest {
+                command_id: id(),
+                order_id: id(),
+                customer_id: id(),
+                amount: eur(PRICE),
+                payment_method: "card".into(),
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "a refund for an unknown order",
+            c.refund_payment(pb::RefundPaymentRequest {
+                command_id: id(),
+                order_id: id(),
+                reason: "sorry".into(),
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "a reservation for an unknown order",
+            c.reserve_stock(pb::ReserveStockRequest {
+                command_id: id(),
+                order_id: id(),
+                items: vec![pb::StockItem {
+                    sku: "SKU-1".into(),
+                    quantity: 1,
+                }],
             })
             .await
             .map(|_| ()),
@@ -197,7 +269,7 @@ async fn bad_input_is_refused_and_writes_nothing(pool: PgPool) {
             "unknown SKU",
             c.reserve_stock(pb::ReserveStockRequest {
                 command_id: id(),
-                order_id: order_id.clone(),
+                order_id: placed.clone(),
                 items: vec![pb::StockItem {
                     sku: "NOPE-1".into(),
                     quantity: 1,
@@ -231,8 +303,8 @@ async fn bad_input_is_refused_and_writes_nothing(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(
-        logged, 2,
-        "only the two successful setup commands are recorded"
+        logged, 4,
+        "only the four successful setup commands are recorded"
     );
 }
 
@@ -258,7 +330,25 @@ async fn business_rules_refuse_with_failed_precondition(pool: PgPool) {
     let status = c
         .reserve_stock(pb::ReserveStockRequest {
             command_id: id(),
-            order_id: empty,
+            order_id: empty.clone(),
+            items: vec![pb::StockItem {
+                sku: "SKU-1".into(),
+                quantity: 1,
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        format!("order {empty} has not been placed")
+    );
+
+    let placed = place_order(&mut c, &[("SKU-1", 2)], "card").await;
+    let status = c
+        .reserve_stock(pb::ReserveStockRequest {
+            command_id: id(),
+            order_id: placed.clone(),
             items: vec![pb::StockItem {
                 sku: "SKU-1".into(),
                 quantity: 2,
@@ -271,17 +361,80 @@ async fn business_rules_refuse_with_failed_precondition(pool: PgPool) {
         status.message(),
         "out of stock: SKU-1 (requested 2, available 1)"
     );
+
+    let status = c
+        .authorize_payment(pb::AuthorizePaymentRequest {
+            command_id: id(),
+            order_id: placed.clone(),
+            customer_id: id(),
+            amount: eur(1),
+            payment_method: "card".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        format!("the amount 1 EUR is not the total of order {placed}, 1000 EUR")
+    );
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_line_is_priced_from_the_catalogue_and_a_stale_price_is_refused(pool: PgPool) {
+    let app = spawn_app(&pool).await;
+    let mut c = app.client.clone();
+    create_product_priced(&mut c, "TEA-1", 450, 10).await;
+    let before = app.event_count().await;
+    let status = c
+        .create_order(pb::CreateOrderRequest {
+            command_id: id(),
+            order_id: id(),
+            customer_id: id(),
+            currency: "EUR".into(),
+            lines: vec![line("TEA-1", 1, 10)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "the price of TEA-1 is 450 EUR, not 10 EUR"
+    );
+    let info = status.get_details_error_info().expect("ErrorInfo details");
+    assert_eq!(info.reason, "PRICE_CHANGED");
+    assert_eq!(info.metadata["current_amount_minor"], "450");
+    assert_eq!(info.metadata["expected_amount_minor"], "10");
+    assert_eq!(info.metadata["currency"], "EUR");
+    assert_eq!(app.event_count().await, before, "nothing was written");
+
+    // Without a price, or with the right one, the catalogue's price is what the order pays.
+    let order_id = create_order(&mut c, vec![catalogue_line("TEA-1", 2)]).await;
+    let placed = c
+        .place_order(pb::PlaceOrderRequest {
+            command_id: id(),
+            order_id,
+            payment_method: "card".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(placed.total.unwrap().amount_minor, 900);
+    create_order(&mut c, vec![line("TEA-1", 1, 450)]).await;
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_stale_expected_version_is_aborted_with_both_versions(pool: PgPool) {
     let app = spawn_app(&pool).await;
     let mut c = app.client.clone();
-    let order_id = create_order(&mut c, vec![line("SKU-1", 1, 1)]).await;
+    for sku in ["SKU-1", "SKU-2", "SKU-3"] {
+        create_product(&mut c, sku, 10).await;
+    }
+    let order_id = create_order(&mut c, vec![catalogue_line("SKU-1", 1)]).await;
     c.add_order_line(pb::AddOrderLineRequest {
         command_id: id(),
         order_id: order_id.clone(),
-        line: Some(line("SKU-2", 1, 1)),
+        line: Some(catalogue_line("SKU-2", 1)),
         expected_version: Some(1),
     })
     .await
@@ -291,7 +444,7 @@ async fn a_stale_expected_version_is_aborted_with_both_versions(pool: PgPool) {
         .add_order_line(pb::AddOrderLineRequest {
             command_id: id(),
             order_id: order_id.clone(),
-            line: Some(line("SKU-3", 1, 1)),
+            line: Some(catalogue_line("SKU-3", 1)),
             expected_version: Some(1),
         })
         .await
@@ -400,13 +553,13 @@ async fn an_unreachable_database_is_unavailable(pool: PgPool) {
 async fn creating_what_exists_is_decided_against_the_stored_state(pool: PgPool) {
     let app = spawn_app(&pool).await;
     let mut c = app.client.clone();
-    let order_id = create_order(&mut c, vec![line("SKU-1", 1, 400)]).await;
     create_product(&mut c, "SKU-1", 5).await;
+    let order_id = place_order(&mut c, &[("SKU-1", 1)], "card").await;
     let authorize = |method: &str| pb::AuthorizePaymentRequest {
         command_id: id(),
         order_id: order_id.clone(),
         customer_id: id(),
-        amount: eur(400),
+        amount: eur(PRICE),
         payment_method: method.into(),
     };
     let declined = c

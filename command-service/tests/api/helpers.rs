@@ -9,9 +9,17 @@ use service_runtime::{FixedClock, telemetry::LogFormat};
 use sqlx::PgPool;
 use test_support::Running;
 use tonic::transport::Channel;
-use uuid::Uuid;
 
 pub type Client = CommandServiceClient<Channel>;
+
+pub use test_support::builders::*;
+
+/// Creates a draft order with the given lines; returns its id.
+pub async fn create_order(client: &mut Client, lines: Vec<pb::OrderLine>) -> String {
+    test_support::builders::create_order(client, &id(), lines)
+        .await
+        .0
+}
 
 /// A running command-service and a client for it.
 pub struct TestApp {
@@ -57,57 +65,6 @@ impl TestApp {
             .await
             .unwrap()
     }
-}
-
-pub fn id() -> String {
-    Uuid::new_v4().to_string()
-}
-
-pub fn eur(amount_minor: i64) -> Option<pb::Money> {
-    Some(pb::Money {
-        amount_minor,
-        currency: "EUR".into(),
-    })
-}
-
-pub fn line(sku: &str, quantity: i32, unit_price: i64) -> pb::OrderLine {
-    pb::OrderLine {
-        sku: sku.into(),
-        quantity,
-        unit_price: eur(unit_price),
-    }
-}
-
-pub async fn create_product(client: &mut Client, sku: &str, stock: i64) -> pb::WriteResult {
-    client
-        .create_product(pb::CreateProductRequest {
-            command_id: id(),
-            sku: sku.into(),
-            name: format!("Product {sku}"),
-            price: eur(500),
-            initial_stock: stock,
-        })
-        .await
-        .expect("create product")
-        .into_inner()
-        .result
-        .unwrap()
-}
-
-/// Creates a draft order with the given lines; returns its id.
-pub async fn create_order(client: &mut Client, lines: Vec<pb::OrderLine>) -> String {
-    let order_id = id();
-    client
-        .create_order(pb::CreateOrderRequest {
-            command_id: id(),
-            order_id: order_id.clone(),
-            customer_id: id(),
-            currency: "EUR".into(),
-            lines,
-        })
-        .await
-        .expect("create order");
-    order_id
 }
 
 /// The status code and message of a failed call.

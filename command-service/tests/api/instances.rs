@@ -39,8 +39,9 @@ async fn a_refusal_is_never_decided_from_a_stale_cache(pool: PgPool) {
     })
     .await
     .unwrap();
+    let order_id = place_order(&mut b, &[("SKU-1", 3)], "card").await;
     let reserved = a
-        .reserve_stock(reserve(&id(), "SKU-1", 3))
+        .reserve_stock(reserve(&order_id, "SKU-1", 3))
         .await
         .expect("the restock on the other instance is seen")
         .into_inner();
@@ -52,6 +53,7 @@ async fn a_refusal_is_never_decided_from_a_stale_cache(pool: PgPool) {
 async fn a_write_from_a_stale_cache_is_decided_again(pool: PgPool) {
     let (a, b) = (spawn_app(&pool).await, spawn_app(&pool).await);
     let (mut a, mut b) = (a.client.clone(), b.client.clone());
+    create_product(&mut b, "SKU-1", 1).await;
     let order_id = create_order(&mut a, vec![]).await; // a caches the draft
     b.cancel_order(pb::CancelOrderRequest {
         command_id: id(),
@@ -64,7 +66,7 @@ async fn a_write_from_a_stale_cache_is_decided_again(pool: PgPool) {
         .add_order_line(pb::AddOrderLineRequest {
             command_id: id(),
             order_id: order_id.clone(),
-            line: Some(line("SKU-1", 1, 100)),
+            line: Some(catalogue_line("SKU-1", 1)),
             expected_version: None,
         })
         .await
@@ -80,7 +82,7 @@ async fn a_no_op_is_never_decided_from_a_stale_cache(pool: PgPool) {
     let (a, b) = (spawn_app(&pool).await, spawn_app(&pool).await);
     let (mut a, mut b) = (a.client.clone(), b.client.clone());
     create_product(&mut a, "SKU-1", 5).await; // a caches "nothing reserved"
-    let order_id = id();
+    let order_id = place_order(&mut b, &[("SKU-1", 2)], "card").await;
     b.reserve_stock(reserve(&order_id, "SKU-1", 2))
         .await
         .unwrap();

@@ -10,6 +10,9 @@ use crate::helpers::*;
 async fn twenty_concurrent_lines_are_each_stored_once(pool: PgPool) {
     let app = spawn_app(&pool).await;
     let mut c = app.client.clone();
+    for i in 0..20 {
+        create_product(&mut c, &format!("SKU-{i}"), 1).await;
+    }
     let order_id = create_order(&mut c, vec![]).await;
     let calls = (0..20).map(|i| {
         let mut c = app.client.clone();
@@ -18,7 +21,7 @@ async fn twenty_concurrent_lines_are_each_stored_once(pool: PgPool) {
             c.add_order_line(pb::AddOrderLineRequest {
                 command_id: id(),
                 order_id,
-                line: Some(line(&format!("SKU-{i}"), 1, 100)),
+                line: Some(catalogue_line(&format!("SKU-{i}"), 1)),
                 expected_version: None,
             })
             .await
@@ -58,12 +61,16 @@ async fn concurrent_reservations_never_oversell(pool: PgPool) {
     let app = spawn_app(&pool).await;
     let mut c = app.client.clone();
     create_product(&mut c, "SKU-1", 100).await;
-    let calls = (0..50).map(|_| {
+    let mut orders = Vec::new();
+    for _ in 0..52 {
+        orders.push(place_order(&mut c, &[("SKU-1", 3)], "card").await);
+    }
+    let calls = orders[..50].iter().cloned().map(|order_id| {
         let mut c = app.client.clone();
         async move {
             c.reserve_stock(pb::ReserveStockRequest {
                 command_id: id(),
-                order_id: id(),
+                order_id,
                 items: vec![pb::StockItem {
                     sku: "SKU-1".into(),
                     quantity: 3,
@@ -98,7 +105,7 @@ async fn concurrent_reservations_never_oversell(pool: PgPool) {
     if left >= 1 {
         c.reserve_stock(pb::ReserveStockRequest {
             command_id: id(),
-            order_id: id(),
+            order_id: orders[50].clone(),
             items: vec![pb::StockItem {
                 sku: "SKU-1".into(),
                 quantity: left as i32,
@@ -110,7 +117,7 @@ async fn concurrent_reservations_never_oversell(pool: PgPool) {
     let status = c
         .reserve_stock(pb::ReserveStockRequest {
             command_id: id(),
-            order_id: id(),
+            order_id: orders[51].clone(),
             items: vec![pb::StockItem {
                 sku: "SKU-1".into(),
                 quantity: 1,
@@ -130,11 +137,12 @@ async fn a_reservation_across_products_is_all_or_nothing(pool: PgPool) {
     let mut c = app.client.clone();
     create_product(&mut c, "PLENTY-1", 100).await;
     create_product(&mut c, "SCARCE-2", 1).await;
+    let order_id = place_order(&mut c, &[("PLENTY-1", 5), ("SCARCE-2", 2)], "card").await;
     let before = app.event_count().await;
     let status = c
         .reserve_stock(pb::ReserveStockRequest {
             command_id: id(),
-            order_id: id(),
+            order_id,
             items: vec![
                 pb::StockItem {
                     sku: "PLENTY-1".into(),

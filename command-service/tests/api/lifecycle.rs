@@ -9,9 +9,10 @@ use crate::helpers::*;
 async fn an_order_goes_from_draft_to_shipped(pool: PgPool) {
     let app = spawn_app(&pool).await;
     let mut c = app.client.clone();
-    let product = create_product(&mut c, "WIDGET-1", 10).await;
+    let product = create_product_priced(&mut c, "WIDGET-1", 1250, 10).await;
     assert_eq!(product.version, 1);
-    create_product(&mut c, "GADGET-2", 5).await;
+    create_product_priced(&mut c, "GADGET-2", 999, 5).await;
+    create_product(&mut c, "EXTRA-3", 1).await;
     let restocked = c
         .restock_product(pb::RestockProductRequest {
             command_id: id(),
@@ -30,7 +31,7 @@ async fn an_order_goes_from_draft_to_shipped(pool: PgPool) {
         .add_order_line(pb::AddOrderLineRequest {
             command_id: id(),
             order_id: order_id.clone(),
-            line: Some(line("GADGET-2", 3, 999)),
+            line: Some(catalogue_line("GADGET-2", 3)),
             expected_version: Some(1),
         })
         .await
@@ -45,7 +46,7 @@ async fn an_order_goes_from_draft_to_shipped(pool: PgPool) {
     c.add_order_line(pb::AddOrderLineRequest {
         command_id: id(),
         order_id: order_id.clone(),
-        line: Some(line("EXTRA-3", 1, 100)),
+        line: Some(catalogue_line("EXTRA-3", 1)),
         expected_version: None,
     })
     .await
@@ -72,7 +73,7 @@ async fn an_order_goes_from_draft_to_shipped(pool: PgPool) {
     assert_eq!(
         placed.total,
         eur(2 * 1250 + 3 * 999),
-        "the total is computed by the server"
+        "the total is computed by the server, from catalogue prices"
     );
     assert_eq!(placed.result.unwrap().version, 5);
 
@@ -161,7 +162,7 @@ async fn an_order_goes_from_draft_to_shipped(pool: PgPool) {
 async fn compensations_release_stock_refund_and_cancel(pool: PgPool) {
     let app = spawn_app(&pool).await;
     let mut c = app.client.clone();
-    create_product(&mut c, "WIDGET-1", 10).await;
+    create_product_priced(&mut c, "WIDGET-1", 100, 10).await;
     let order_id = create_order(&mut c, vec![line("WIDGET-1", 4, 100)]).await;
     c.place_order(pb::PlaceOrderRequest {
         command_id: id(),

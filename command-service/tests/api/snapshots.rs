@@ -9,10 +9,11 @@ use crate::helpers::*;
 
 async fn add_lines(c: &mut Client, order_id: &str, range: std::ops::Range<usize>) {
     for i in range {
+        create_product(c, &format!("SKU-{i}"), 1).await;
         c.add_order_line(pb::AddOrderLineRequest {
             command_id: id(),
             order_id: order_id.into(),
-            line: Some(line(&format!("SKU-{i}"), 1, 10)),
+            line: Some(catalogue_line(&format!("SKU-{i}"), 1)),
             expected_version: None,
         })
         .await
@@ -71,7 +72,7 @@ async fn a_snapshot_gives_the_same_state_as_a_full_replay(pool: PgPool) {
         .add_order_line(pb::AddOrderLineRequest {
             command_id: id(),
             order_id: order_id.clone(),
-            line: Some(line("SKU-3", 1, 10)),
+            line: Some(catalogue_line("SKU-3", 1)),
             expected_version: None,
         })
         .await
@@ -105,5 +106,5 @@ async fn a_snapshot_that_does_not_decode_is_ignored(pool: PgPool) {
         .await
         .expect("the aggregate is rebuilt from its events")
         .into_inner();
-    assert_eq!(placed.total, eur(30));
+    assert_eq!(placed.total, eur(3 * PRICE));
 }

@@ -22,8 +22,12 @@ async fn random_command(
                 "00000000-0000-0000-0000-00000000000b",
             ][rng.below(2)];
             let sku = skus[rng.below(skus.len())];
-            let (order_id, _) =
-                create_order(c, customer, vec![line(sku, 1 + rng.below(3) as i32, 250)]).await;
+            let (order_id, _) = create_order(
+                c,
+                customer,
+                vec![catalogue_line(sku, 1 + rng.below(3) as i32)],
+            )
+            .await;
             orders.push((order_id, vec![sku.to_owned()]));
         }
         2 if !orders.is_empty() => {
@@ -33,11 +37,7 @@ async fn random_command(
                 .add_order_line(pb::AddOrderLineRequest {
                     command_id: id(),
                     order_id: orders[i].0.clone(),
-                    line: Some(line(
-                        sku,
-                        1 + rng.below(5) as i32,
-                        100 + rng.below(900) as i64,
-                    )),
+                    line: Some(catalogue_line(sku, 1 + rng.below(5) as i32)),
                     expected_version: None,
                 })
                 .await;
@@ -182,7 +182,10 @@ async fn read_models_equal_the_fold_of_the_log(pool: PgPool) {
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_token_always_reads_its_write_under_load(pool: PgPool) {
-    let sys = start(&pool).await;
+    let mut sys = start(&pool).await;
+    for i in 0..10 {
+        create_product(&mut sys.commands, &format!("SKU-{i}"), 1).await;
+    }
     let tasks = (0..8).map(|_| {
         let mut c = sys.commands.clone();
         let mut q = sys.queries.clone();
@@ -193,7 +196,7 @@ async fn a_token_always_reads_its_write_under_load(pool: PgPool) {
                     .add_order_line(pb::AddOrderLineRequest {
                         command_id: id(),
                         order_id: order_id.clone(),
-                        line: Some(line(&format!("SKU-{i}"), 1, 10)),
+                        line: Some(catalogue_line(&format!("SKU-{i}"), 1)),
                         expected_version: None,
                     })
                     .await

@@ -12,7 +12,7 @@ use test_support::Running;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-pub type Commands = CommandServiceClient<Channel>;
+pub use test_support::builders::*;
 pub type Queries = QueryServiceClient<Channel>;
 
 /// Both services, and clients for them.
@@ -59,66 +59,6 @@ pub async fn start(pool: &PgPool) -> TestSystem {
         commands,
         queries,
     }
-}
-
-pub fn id() -> String {
-    Uuid::new_v4().to_string()
-}
-
-pub fn eur(amount_minor: i64) -> Option<pb::Money> {
-    Some(pb::Money {
-        amount_minor,
-        currency: "EUR".into(),
-    })
-}
-
-pub fn line(sku: &str, quantity: i32, unit_price: i64) -> pb::OrderLine {
-    pb::OrderLine {
-        sku: sku.into(),
-        quantity,
-        unit_price: eur(unit_price),
-    }
-}
-
-/// Creates a product; returns the consistency token.
-pub async fn create_product(c: &mut Commands, sku: &str, stock: i64) -> String {
-    c.create_product(pb::CreateProductRequest {
-        command_id: id(),
-        sku: sku.into(),
-        name: format!("Product {sku}"),
-        price: eur(500),
-        initial_stock: stock,
-    })
-    .await
-    .expect("create product")
-    .into_inner()
-    .result
-    .unwrap()
-    .consistency_token
-}
-
-/// Creates a draft order; returns its id and the consistency token.
-pub async fn create_order(
-    c: &mut Commands,
-    customer: &str,
-    lines: Vec<pb::OrderLine>,
-) -> (String, String) {
-    let order_id = id();
-    let token = c
-        .create_order(pb::CreateOrderRequest {
-            command_id: id(),
-            order_id: order_id.clone(),
-            customer_id: customer.into(),
-            currency: "EUR".into(),
-            lines,
-        })
-        .await
-        .expect("create order")
-        .into_inner()
-        .result
-        .unwrap()
-        .consistency_token;
-    (order_id, token)
 }
 
 /// Reads an order, waiting for `token`.

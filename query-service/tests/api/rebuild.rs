@@ -12,8 +12,12 @@ async fn a_rebuild_under_load_matches_the_live_read_model(pool: PgPool) {
     create_product(&mut sys.commands, "SKU-1", 1000).await;
     let customer = id();
     for _ in 0..30 {
-        let (order_id, _) =
-            create_order(&mut sys.commands, &customer, vec![line("SKU-1", 1, 100)]).await;
+        let (order_id, _) = create_order(
+            &mut sys.commands,
+            &customer,
+            vec![catalogue_line("SKU-1", 1)],
+        )
+        .await;
         sys.commands
             .place_order(pb::PlaceOrderRequest {
                 command_id: id(),
@@ -29,11 +33,9 @@ async fn a_rebuild_under_load_matches_the_live_read_model(pool: PgPool) {
     // Writers keep going while the rebuild runs.
     let writer = {
         let mut c = sys.commands.clone();
-        let customer = customer.clone();
         tokio::spawn(async move {
             for _ in 0..40 {
-                let (order_id, _) =
-                    create_order(&mut c, &customer, vec![line("SKU-1", 2, 100)]).await;
+                let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
                 c.reserve_stock(pb::ReserveStockRequest {
                     command_id: id(),
                     order_id,
@@ -89,7 +91,7 @@ async fn indexes(pool: &PgPool) -> Vec<(String, String)> {
 async fn rebuilt_tables_have_the_indexes_and_names_of_the_originals(pool: PgPool) {
     let mut sys = start(&pool).await;
     create_product(&mut sys.commands, "SKU-1", 10).await;
-    create_order(&mut sys.commands, &id(), vec![line("SKU-1", 1, 100)]).await;
+    create_order(&mut sys.commands, &id(), vec![catalogue_line("SKU-1", 1)]).await;
     // A unique index too: it must come back unique.
     sqlx::query("CREATE UNIQUE INDEX read_orders_version_key ON read_orders (order_id, version)")
         .execute(&pool)

@@ -62,8 +62,9 @@ async fn a_lost_notification_is_caught_by_the_poll(pool: PgPool) {
 async fn a_restart_resumes_from_the_checkpoint_without_applying_twice(pool: PgPool) {
     let mut sys = start(&pool).await;
     let customer = id();
+    create_product(&mut sys.commands, "SKU-1", 10).await;
     let place_and_confirm = async |c: &mut Commands| {
-        let (order_id, _) = create_order(c, &customer, vec![line("SKU-1", 2, 300)]).await;
+        let (order_id, _) = create_order(c, &customer, vec![catalogue_line("SKU-1", 2)]).await;
         c.place_order(pb::PlaceOrderRequest {
             command_id: id(),
             order_id: order_id.clone(),
@@ -103,7 +104,7 @@ async fn a_restart_resumes_from_the_checkpoint_without_applying_twice(pool: PgPo
     assert_eq!(summary.confirmed_count, 2);
     assert_eq!(
         summary.total_spent,
-        vec![eur(1200).unwrap()],
+        vec![eur(2 * 2 * PRICE).unwrap()],
         "totals would double if events were applied twice"
     );
     let status = caught_up(&mut q, &pool).await;
@@ -119,7 +120,12 @@ async fn a_second_instance_stands_by_and_takes_over(pool: PgPool) {
     let mut sys = start(&pool).await;
     let second = start_query_service(&pool).await;
     let mut q2 = pb::query_service_client::QueryServiceClient::new(second.channel().await);
-    let (order_id, token) = create_order(&mut sys.commands, &id(), vec![line("SKU-1", 1, 5)]).await;
+    create_product(&mut sys.commands, "SKU-1", 10).await;
+    for i in 0..5 {
+        create_product(&mut sys.commands, &format!("MORE-{i}"), 10).await;
+    }
+    let (order_id, token) =
+        create_order(&mut sys.commands, &id(), vec![catalogue_line("SKU-1", 1)]).await;
     // Both answer; exactly one projects.
     get_order(&mut sys.queries, &order_id, &token).await;
     get_order(&mut q2, &order_id, &token).await;
@@ -158,7 +164,7 @@ async fn a_second_instance_stands_by_and_takes_over(pool: PgPool) {
             .add_order_line(pb::AddOrderLineRequest {
                 command_id: id(),
                 order_id: order_id.clone(),
-                line: Some(line(&format!("MORE-{i}"), 1, 5)),
+                line: Some(catalogue_line(&format!("MORE-{i}"), 1)),
                 expected_version: None,
             })
             .await
@@ -278,6 +284,7 @@ async fn an_unknown_event_type_is_skipped_and_counted(pool: PgPool) {
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_checkpoint_that_goes_back_is_applied_again(pool: PgPool) {
     let mut sys = start(&pool).await;
+    create_product_priced(&mut sys.commands, "SKU-1", 50, 10).await;
     let (order_id, token) =
         create_order(&mut sys.commands, &id(), vec![line("SKU-1", 2, 50)]).await;
     get_order(&mut sys.queries, &order_id, &token).await;

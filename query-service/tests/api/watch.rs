@@ -8,7 +8,8 @@ use crate::helpers::*;
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn watch_delivers_every_change_and_ends_when_final(pool: PgPool) {
     let mut sys = start(&pool).await;
-    create_product(&mut sys.commands, "SKU-1", 10).await;
+    create_product_priced(&mut sys.commands, "SKU-1", 100, 10).await;
+    create_product_priced(&mut sys.commands, "SKU-2", 50, 10).await;
     let (order_id, token) =
         create_order(&mut sys.commands, &id(), vec![line("SKU-1", 2, 100)]).await;
     let mut stream = sys
@@ -78,6 +79,7 @@ async fn watch_delivers_every_change_and_ends_when_final(pool: PgPool) {
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_cancelled_watch_leaves_nothing_running(pool: PgPool) {
     let mut sys = start(&pool).await;
+    create_product(&mut sys.commands, "SKU-1", 10).await;
     let (order_id, token) = create_order(&mut sys.commands, &id(), vec![]).await;
     let mut streams = Vec::new();
     for _ in 0..20 {
@@ -110,7 +112,7 @@ async fn a_cancelled_watch_leaves_nothing_running(pool: PgPool) {
         .add_order_line(pb::AddOrderLineRequest {
             command_id: id(),
             order_id: order_id.clone(),
-            line: Some(line("SKU-1", 1, 1)),
+            line: Some(catalogue_line("SKU-1", 1)),
             expected_version: None,
         })
         .await

@@ -95,7 +95,7 @@ SELECT global_position, transaction_id, aggregate_id, version, command FROM numb
 const RECORD_SQL: &str = "INSERT INTO command_log (command_id, command_type, request_hash, outcome, transaction_id, \
      global_position, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-const FIND_COMMAND_SQL: &str = "SELECT request_hash, outcome, transaction_id, global_position FROM command_log \
+const FIND_COMMAND_SQL: &str = "SELECT command_type, request_hash, outcome, transaction_id, global_position FROM command_log \
      WHERE command_id = $1";
 
 const STREAM_VERSIONS_SQL: &str = "SELECT s.id, coalesce((SELECT max(version) FROM events WHERE aggregate_id = s.id), 0) \
@@ -297,13 +297,16 @@ impl PostgresEventStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(Error::from_sqlx)?;
-        Ok(row.map(|(request_hash, outcome, tx, pos)| RecordedCommand {
-            request_hash,
-            outcome: outcome.0,
-            position: tx
-                .zip(pos)
-                .map(|(tx, pos)| Position::new(tx as u64, pos as u64)),
-        }))
+        Ok(row.map(
+            |(command_type, request_hash, outcome, tx, pos)| RecordedCommand {
+                command_type,
+                request_hash,
+                outcome: outcome.0,
+                position: tx
+                    .zip(pos)
+                    .map(|(tx, pos)| Position::new(tx as u64, pos as u64)),
+            },
+        ))
     }
 
     /// Wakes subscribers: asks the notifier to send one NOTIFY soon, outside any append
@@ -343,6 +346,8 @@ pub struct CommandAppend {
 /// A command recorded earlier.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedCommand {
+    /// What the command was (the RPC's name, or a marker the caller chose).
+    pub command_type: String,
     /// The request's hash then.
     pub request_hash: Vec<u8>,
     /// What the command did then.
@@ -901,8 +906,9 @@ impl EventStore for PostgresEventStore {
     }
 }
 
-/// A stored command row: request hash, outcome, transaction id, global position.
+/// A stored command row: command type, request hash, outcome, transaction id, global position.
 type CommandRow = (
+    String,
     Vec<u8>,
     sqlx::types::Json<serde_json::Value>,
     Option<i64>,

@@ -1,6 +1,9 @@
 //! Helpers for integration tests: start a real service on `127.0.0.1:0`, talk to it over
 //! loopback, stop it gracefully (or abruptly, to simulate a crash).
 
+pub mod builders;
+pub mod proxy;
+
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use sqlx::PgPool;
