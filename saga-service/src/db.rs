@@ -6,11 +6,11 @@ use event_store::Position;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 
-use crate::saga::{Saga, SagaLine, SagaState, Step, StepRecord};
+use crate::saga::{Saga, SagaLine, SagaState, Settling, Step, StepRecord};
 
 const COLUMNS: &str = "order_id, customer_id, lines, total_minor, currency, payment_method, state, parked_from, \
-     plan, steps, attempts, next_attempt_at, step_deadline, reason, cancel_requested, cancel_reason, last_error, \
-     created_at, updated_at";
+     plan, steps, attempts, next_attempt_at, step_deadline, settling, reason, cancel_requested, cancel_reason, \
+     last_error, created_at, updated_at";
 
 fn corrupt(what: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("stored saga has an unknown {what}").into())
@@ -23,6 +23,7 @@ fn from_row(row: &PgRow) -> Result<Saga, sqlx::Error> {
     let state: String = row.try_get("state")?;
     let parked_from: Option<String> = row.try_get("parked_from")?;
     let attempts: i32 = row.try_get("attempts")?;
+    let settling: Option<String> = row.try_get("settling")?;
     Ok(Saga {
         order_id: row.try_get("order_id")?,
         customer_id: row.try_get("customer_id")?,
@@ -43,6 +44,10 @@ fn from_row(row: &PgRow) -> Result<Saga, sqlx::Error> {
         attempts: attempts.max(0) as u32,
         next_attempt_at: row.try_get("next_attempt_at")?,
         step_deadline: row.try_get("step_deadline")?,
+        settling: settling
+            .as_deref()
+            .map(|s| Settling::parse(s).ok_or_else(|| corrupt("settling")))
+            .transpose()?,
         reason: row.try_get("reason")?,
         cancel_requested: row.try_get("cancel_requested")?,
         cancel_reason: row.try_get("cancel_reason")?,
@@ -79,7 +84,9 @@ pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Er
     Ok(())
 }
 
-/// Flags a running saga whose order was cancelled; the worker compensates it.
+/// Flags the saga of an order that was cancelled: a running saga settles its step in flight
+/// and compensates, a completed one gives back what it took; a parked one does so once an
+/// operator resumes it. The worker acts on the flag.
 pub async fn request_cancel(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -88,7 +95,7 @@ pub async fn request_cancel(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE sagas SET cancel_requested = true, cancel_reason = $2, next_attempt_at = least(next_attempt_at, $3) \
-         WHERE order_id = $1 AND state = 'running' AND NOT cancel_requested",
+         WHERE order_id = $1 AND state IN ('running', 'completed', 'needs_attention') AND NOT cancel_requested",
     )
     .bind(order_id)
     .bind(reason)
@@ -109,7 +116,8 @@ pub async fn claim(
         "UPDATE sagas SET lease_owner = $1, lease_until = $3 \
          WHERE order_id = ( \
            SELECT order_id FROM sagas \
-           WHERE state IN ('running', 'compensating') AND next_attempt_at <= $2 \
+           WHERE (state IN ('running', 'compensating') OR (state = 'completed' AND cancel_requested)) \
+             AND next_attempt_at <= $2 \
              AND (lease_until IS NULL OR lease_until < $2) \
            ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
          RETURNING {COLUMNS}"
@@ -136,7 +144,7 @@ pub async fn save_leased(
 ) -> Result<Option<(bool, Option<String>)>, sqlx::Error> {
     let row = sqlx::query(
         "UPDATE sagas SET state = $3, parked_from = $4, plan = $5, steps = $6, attempts = $7, next_attempt_at = $8, \
-           step_deadline = $9, reason = $10, last_error = $11, updated_at = $12, \
+           step_deadline = $9, reason = $10, last_error = $11, updated_at = $12, settling = $14, \
            lease_owner = CASE WHEN $13 THEN lease_owner END, lease_until = CASE WHEN $13 THEN lease_until END \
          WHERE order_id = $1 AND lease_owner = $2 \
          RETURNING cancel_requested, cancel_reason",
@@ -154,6 +162,7 @@ pub async fn save_leased(
     .bind(&saga.last_error)
     .bind(saga.updated_at)
     .bind(keep_lease)
+    .bind(saga.settling.map(Settling::as_str))
     .fetch_optional(pool)
     .await?;
     row.map(|r| Ok((r.try_get("cancel_requested")?, r.try_get("cancel_reason")?)))
@@ -179,7 +188,7 @@ pub async fn save_admin(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx
     sqlx::query(
         "UPDATE sagas SET state = $2, parked_from = $3, plan = $4, steps = $5, attempts = $6, next_attempt_at = $7, \
            step_deadline = $8, reason = $9, last_error = $10, updated_at = $11, cancel_requested = $12, \
-           cancel_reason = $13 \
+           cancel_reason = $13, settling = $14 \
          WHERE order_id = $1",
     )
     .bind(saga.order_id)
@@ -195,6 +204,7 @@ pub async fn save_admin(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx
     .bind(saga.updated_at)
     .bind(saga.cancel_requested)
     .bind(&saga.cancel_reason)
+    .bind(saga.settling.map(Settling::as_str))
     .execute(conn)
     .await?;
     Ok(())

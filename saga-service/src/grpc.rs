@@ -100,7 +100,7 @@ impl From<&Saga> for pb::Saga {
                 .iter()
                 .map(|r| pb::SagaStep {
                     name: r.name.as_str().into(),
-                    status: r.status.clone(),
+                    status: r.status.as_str().into(),
                     attempts: r.attempts as i32,
                     started_at: timestamp(r.started_at),
                     finished_at: r.finished_at.map(timestamp).unwrap_or_default(),
@@ -109,20 +109,20 @@ impl From<&Saga> for pb::Saga {
                 .collect(),
             reason: s.reason.clone().unwrap_or_default(),
             last_error: s.last_error.clone().unwrap_or_default(),
-            next_attempt_at: timestamp(s.next_attempt_at),
+            next_attempt_at: if matches!(s.state, SagaState::Running | SagaState::Compensating) {
+                timestamp(s.next_attempt_at)
+            } else {
+                String::new()
+            },
+            settling: s
+                .settling
+                .map(|x| x.as_str().to_owned())
+                .unwrap_or_default(),
             created_at: timestamp(s.created_at),
             updated_at: timestamp(s.updated_at),
         }
     }
 }
-
-const STATES: [&str; 5] = [
-    "running",
-    "compensating",
-    "completed",
-    "compensated",
-    "needs_attention",
-];
 
 fn encode_token(t: DateTime<Utc>, id: Uuid) -> String {
     encode_page_token(&format!("{}|{id}", t.timestamp_micros()))
@@ -159,8 +159,9 @@ impl SagaService for SagaApi {
     ) -> Result<Response<pb::ListSagasResponse>, Status> {
         let r = request.into_inner();
         let mut v = FieldViolations::new();
-        if !r.state.is_empty() && !STATES.contains(&r.state.as_str()) {
-            v.add("state", format!("must be one of {}", STATES.join(", ")));
+        if !r.state.is_empty() && SagaState::parse(&r.state).is_none() {
+            let names: Vec<&str> = SagaState::ALL.iter().map(|s| s.as_str()).collect();
+            v.add("state", format!("must be one of {}", names.join(", ")));
         }
         let size = match r.page_size {
             0 => 50,

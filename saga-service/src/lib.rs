@@ -59,7 +59,8 @@ pub struct Config {
     /// instance's sagas are taken over after this.
     #[arg(long, env = "SAGA_LEASE_MS", default_value_t = 10_000)]
     pub lease_ms: u64,
-    /// Deadline of the reserve-stock step, retries included (ms).
+    /// Deadline of the reserve-stock step, retries included (ms); a step still unanswered
+    /// then is settled (voided, or its recorded answer read).
     #[arg(long, env = "SAGA_RESERVE_DEADLINE_MS", default_value_t = 10_000)]
     pub reserve_deadline_ms: u64,
     /// Deadline of the authorise-payment step (ms).
@@ -74,9 +75,18 @@ pub struct Config {
     /// Longest retry delay (ms).
     #[arg(long, env = "SAGA_BACKOFF_MAX_MS", default_value_t = 5_000)]
     pub backoff_max_ms: u64,
-    /// Attempts at a compensation step before the saga is parked as needs_attention.
+    /// Attempts at a compensation step (or at voiding a step in doubt) before the saga is
+    /// parked as needs_attention.
     #[arg(long, env = "SAGA_MAX_COMPENSATION_ATTEMPTS", default_value_t = 10)]
     pub max_compensation_attempts: u32,
+    /// The longest one call to command-service may take (ms).
+    #[arg(long, env = "SAGA_ATTEMPT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub attempt_timeout_ms: u64,
+    /// Test-only: `abort-after:STEP` aborts the process right after STEP's command (or
+    /// void) comes back, before the saga is saved; `freeze-after:STEP` stops the worker
+    /// there instead. For crash tests; never set in production.
+    #[arg(long, env = "SAGA_FAILPOINT", hide = true)]
+    pub failpoint: Option<worker::Failpoint>,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -92,6 +102,7 @@ impl Config {
             backoff_base: Duration::from_millis(self.backoff_base_ms),
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             max_compensation_attempts: self.max_compensation_attempts.max(1),
+            attempt_timeout: Duration::from_millis(self.attempt_timeout_ms.max(1)),
         }
     }
 }
@@ -115,11 +126,12 @@ pub async fn run_with_clock(
     let pool = service_runtime::database::connect_with_settings(
         &config.database_url,
         config.pool_size,
-        // Saga rows are a cache of decisions whose effects are recorded, durably, by
-        // command-service under each step's fixed idempotency key: a save lost in a crash
-        // only makes a worker send that step again and get the recorded result. So commits
-        // here do not wait for the WAL flush (the follower's checkpoint and the sagas it
-        // starts still commit together, and are lost or kept together).
+        // Saga rows are a cache of decisions whose every input is recorded, durably, by
+        // command-service under each step's fixed idempotency key (answers and voids
+        // alike): a save lost in a crash only makes a worker redo steps from an older state,
+        // and each redone step gets its recorded answer, so the saga reaches the same
+        // outcome. So commits here do not wait for the WAL flush (the follower's checkpoint
+        // and the sagas it starts still commit together, and are lost or kept together).
         &[
             ("application_name", "saga-service"),
             ("synchronous_commit", "off"),
@@ -156,6 +168,7 @@ pub async fn run_with_clock(
             lease: Duration::from_millis(config.lease_ms),
             work: work.clone(),
             idle_poll: Duration::from_millis(100),
+            failpoint: config.failpoint,
         };
         tasks.push(AbortOnDrop::spawn(worker.run(stopping.clone())));
     }

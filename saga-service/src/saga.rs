@@ -1,6 +1,17 @@
 //! The order fulfilment saga as a pure state machine: what to do next, and how each
-//! command's result moves the saga. No I/O, no clock (times are passed in), no randomness
-//! (the jitter is passed in).
+//! answer moves the saga. No I/O, no clock (times are passed in), no randomness (the jitter
+//! is passed in).
+//!
+//! A step sent to command-service has three outcomes, not two. *Succeeded* is definitive.
+//! A refusal, a deadline that passed while the answer was unknown, or a cancellation
+//! while a step may be in flight leave the step **in doubt**: an earlier attempt may still
+//! be on its way and land later. The saga never assumes such a step failed; it *settles*
+//! it first, by voiding its command id (`VoidCommand`): if the command never ran it never
+//! will, and if it did, the saga sends it once more to read the recorded answer. Only a
+//! settled outcome decides between going forward and compensating, and compensation
+//! undoes exactly the steps that settled as succeeded. Because every answer (voids
+//! included) is recorded by command-service under the step's fixed idempotency key, a saga
+//! that is redone from an older saved state reaches the same outcome.
 
 use std::time::Duration;
 
@@ -27,6 +38,16 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, for parsing.
+    pub const ALL: [Step; 6] = [
+        Step::ReserveStock,
+        Step::AuthorizePayment,
+        Step::ConfirmOrder,
+        Step::RefundPayment,
+        Step::ReleaseStock,
+        Step::CancelOrder,
+    ];
+
     /// The name stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,16 +62,7 @@ impl Step {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Step> {
-        [
-            Step::ReserveStock,
-            Step::AuthorizePayment,
-            Step::ConfirmOrder,
-            Step::RefundPayment,
-            Step::ReleaseStock,
-            Step::CancelOrder,
-        ]
-        .into_iter()
-        .find(|step| step.as_str() == s)
+        Step::ALL.into_iter().find(|step| step.as_str() == s)
     }
 
     /// True for the steps that move the order forward (they have deadlines).
@@ -62,7 +74,7 @@ impl Step {
     }
 
     /// The compensation that undoes this forward step, if any.
-    fn undo(self) -> Option<Step> {
+    pub fn undo(self) -> Option<Step> {
         match self {
             Step::ReserveStock => Some(Step::ReleaseStock),
             Step::AuthorizePayment => Some(Step::RefundPayment),
@@ -71,7 +83,7 @@ impl Step {
     }
 
     /// The idempotency key of this step of this saga: the same on every retry, on every
-    /// instance, after every restart.
+    /// instance, after every restart. A void of the step names this key.
     pub fn command_id(self, order_id: Uuid) -> Uuid {
         const NAMESPACE: Uuid = Uuid::from_u128(0x5a6a_0000_4b1d_4c3e_9f00_5a6a_0000_0001);
         let mut name = order_id.as_bytes().to_vec();
@@ -84,19 +96,29 @@ impl Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaState {
-    /// Moving the order forward.
+    /// Moving the order forward (or settling a forward step in doubt).
     Running,
     /// Undoing what was done, then cancelling the order.
     Compensating,
-    /// The order is confirmed. Final.
+    /// The order is confirmed. Final, unless the order is cancelled afterwards: then the
+    /// saga compensates it.
     Completed,
     /// Everything was undone and the order cancelled. Final.
     Compensated,
-    /// A compensation step kept failing; an operator must look (RetrySaga, AbortSaga).
+    /// A step kept failing; an operator must look (RetrySaga, AbortSaga).
     NeedsAttention,
 }
 
 impl SagaState {
+    /// Every state, for parsing and listing.
+    pub const ALL: [SagaState; 5] = [
+        SagaState::Running,
+        SagaState::Compensating,
+        SagaState::Completed,
+        SagaState::Compensated,
+        SagaState::NeedsAttention,
+    ];
+
     /// The name stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -110,15 +132,65 @@ impl SagaState {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<SagaState> {
-        [
-            SagaState::Running,
-            SagaState::Compensating,
-            SagaState::Completed,
-            SagaState::Compensated,
-            SagaState::NeedsAttention,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == s)
+        SagaState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// True for the states nothing moves on from by itself.
+    pub fn is_final(self) -> bool {
+        matches!(self, SagaState::Completed | SagaState::Compensated)
+    }
+}
+
+/// How a step run so far stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Being sent, or its outcome is being settled.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Refused (a business rule, or a compensation the operator gave up on).
+    Failed,
+    /// Never ran, and never will: its command id was voided after a deadline or a
+    /// cancellation.
+    Voided,
+}
+
+impl StepStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Voided => "voided",
+        }
+    }
+}
+
+/// How the saga is settling the current forward step's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settling {
+    /// Voiding the step's command id, so that it cannot run later.
+    Void,
+    /// The void found that the command ran: sending it again reads its recorded answer.
+    Reread,
+}
+
+impl Settling {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settling::Void => "void",
+            Settling::Reread => "reread",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Settling> {
+        [Settling::Void, Settling::Reread]
+            .into_iter()
+            .find(|settling| settling.as_str() == s)
     }
 }
 
@@ -127,8 +199,8 @@ impl SagaState {
 pub struct StepRecord {
     /// Which step.
     pub name: Step,
-    /// running, succeeded or failed.
-    pub status: String,
+    /// How it stands.
+    pub status: StepStatus,
     /// Attempts made.
     pub attempts: u32,
     /// When the first attempt started.
@@ -151,7 +223,7 @@ pub struct SagaLine {
 /// Timing rules, from configuration.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// How long each forward step may take, retries included.
+    /// How long each forward step may take, retries included, before it is settled.
     pub reserve_deadline: Duration,
     /// See `reserve_deadline`.
     pub authorize_deadline: Duration,
@@ -161,8 +233,10 @@ pub struct Policy {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
-    /// Attempts at a compensation step before the saga is parked.
+    /// Attempts at a compensation or a void before the saga is parked.
     pub max_compensation_attempts: u32,
+    /// The longest one attempt (a command or a void) may take.
+    pub attempt_timeout: Duration,
 }
 
 impl Policy {
@@ -186,11 +260,27 @@ impl Policy {
 /// How a command came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepResult {
-    /// It did what was asked.
+    /// It did what was asked (or, for a compensation, there was nothing left to undo).
     Succeeded,
-    /// A business rule refused it (or the gateway declined): retrying will not help.
+    /// A business rule refused it. For a forward step this is in doubt until settled: a
+    /// refusal is not recorded, so an earlier attempt still on its way may yet succeed.
     Refused(String),
-    /// It may work later (unavailable, deadline exceeded, conflict).
+    /// The gateway declined the payment. Final: the decline is recorded, and every attempt
+    /// with the step's key gets it.
+    Declined(String),
+    /// No answer worth trusting: unavailable, deadline exceeded, a conflict. The command
+    /// may or may not have run.
+    Transient(String),
+}
+
+/// How a `VoidCommand` came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoidResult {
+    /// The command never ran and now never will.
+    Voided,
+    /// The command ran: its answer is recorded.
+    AlreadyRan,
+    /// No answer: try again.
     Transient(String),
 }
 
@@ -199,6 +289,8 @@ pub enum StepResult {
 pub enum Action {
     /// Send this step's command.
     Send(Step),
+    /// Void this forward step's command id.
+    Void(Step),
     /// Nothing until this time.
     WaitUntil(DateTime<Utc>),
     /// Nothing ever again (final or parked).
@@ -218,7 +310,7 @@ pub struct Saga {
     pub total_minor: i64,
     /// In this currency.
     pub currency: String,
-    /// With this method.
+    /// How the customer pays.
     pub payment_method: String,
     /// Where it is.
     pub state: SagaState,
@@ -228,15 +320,17 @@ pub struct Saga {
     pub plan: Vec<Step>,
     /// Steps run so far.
     pub steps: Vec<StepRecord>,
-    /// Attempts at the current step.
+    /// Attempts at the current action (a step's command, or a void).
     pub attempts: u32,
-    /// When the current step may next be tried.
+    /// When the current action may next be tried.
     pub next_attempt_at: DateTime<Utc>,
-    /// When the current forward step times out.
+    /// When the current forward step's attempts stop and its outcome is settled.
     pub step_deadline: Option<DateTime<Utc>>,
-    /// Why it compensates.
+    /// Set while the current forward step's outcome is being settled.
+    pub settling: Option<Settling>,
+    /// Why it compensates (while settling: why it will, if the step never ran).
     pub reason: Option<String>,
-    /// The order was cancelled (or the saga aborted) while it ran.
+    /// The order was cancelled (or the saga aborted): compensate, even after completion.
     pub cancel_requested: bool,
     /// Why.
     pub cancel_reason: Option<String>,
@@ -279,6 +373,7 @@ impl Saga {
             attempts: 0,
             next_attempt_at: now,
             step_deadline: None,
+            settling: None,
             reason: None,
             cancel_requested: false,
             cancel_reason: None,
@@ -295,38 +390,47 @@ impl Saga {
         self.plan.first().copied()
     }
 
-    /// Decides what to do at `now`. Also turns a pending cancellation or a passed deadline
-    /// into compensation, so call it before every send.
-    pub fn next_action(&mut self, now: DateTime<Utc>, policy: &Policy) -> Action {
-        if self.state == SagaState::Running {
-            if self.cancel_requested {
-                let reason = self
-                    .cancel_reason
-                    .clone()
-                    .unwrap_or_else(|| "cancelled".into());
-                self.compensate(reason, now, policy);
-            } else if let (Some(step), Some(deadline)) = (self.current_step(), self.step_deadline)
-                && now >= deadline
-            {
-                let budget = policy.deadline(step).unwrap_or_default();
-                let reason = format!(
-                    "step {} did not complete within its deadline of {} ms",
-                    step.as_str(),
-                    budget.as_millis()
-                );
-                self.finish_step(now, "failed", Some(reason.clone()));
-                self.compensate(reason, now, policy);
-            }
+    /// Acts on a cancellation the order's log (or an operator) asked for: a running saga
+    /// settles the step that may be in flight, then compensates; a completed one
+    /// compensates at once. Returns true when the saga changed, so the worker saves that
+    /// before it sends anything.
+    pub fn observe(&mut self, now: DateTime<Utc>, policy: &Policy) -> bool {
+        if !self.cancel_requested {
+            return false;
         }
-        match (self.state, self.current_step()) {
-            (SagaState::Running | SagaState::Compensating, Some(step)) => {
-                if now >= self.next_attempt_at {
-                    Action::Send(step)
-                } else {
-                    Action::WaitUntil(self.next_attempt_at)
-                }
+        let reason = || {
+            self.cancel_reason
+                .clone()
+                .unwrap_or_else(|| "cancelled".into())
+        };
+        match self.state {
+            SagaState::Running if self.settling.is_none() => {
+                let reason = reason();
+                self.settle(reason, now);
+                true
             }
-            _ => Action::Stop,
+            SagaState::Completed => {
+                let reason = reason();
+                self.compensate(reason, now, policy);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What to do at `now`.
+    pub fn next_action(&self, now: DateTime<Utc>) -> Action {
+        let action = match (self.state, self.current_step()) {
+            (SagaState::Running, Some(step)) if self.settling == Some(Settling::Void) => {
+                Action::Void(step)
+            }
+            (SagaState::Running | SagaState::Compensating, Some(step)) => Action::Send(step),
+            _ => return Action::Stop,
+        };
+        if now >= self.next_attempt_at {
+            action
+        } else {
+            Action::WaitUntil(self.next_attempt_at)
         }
     }
 
@@ -340,18 +444,25 @@ impl Saga {
         policy: &Policy,
         jitter: f64,
     ) {
-        if self.current_step() != Some(step) {
+        let sendable = matches!(self.state, SagaState::Running | SagaState::Compensating)
+            && self.settling != Some(Settling::Void);
+        if !sendable || self.current_step() != Some(step) {
             return;
         }
         self.updated_at = now;
         self.attempts += 1;
         if let Some(record) = self.steps.last_mut() {
-            record.attempts = self.attempts;
+            record.attempts += 1;
         }
-        match result {
-            StepResult::Succeeded => {
-                self.finish_step(now, "succeeded", None);
+        match (self.state, result) {
+            (_, StepResult::Succeeded) => {
+                self.set_status(StepStatus::Succeeded, now, None);
+                self.last_error = None;
                 self.plan.remove(0);
+                if self.settling.take().is_some() && !self.cancel_requested {
+                    // The step settled as done: the compensation it might have led to is off.
+                    self.reason = None;
+                }
                 if self.plan.is_empty() {
                     self.state = match self.state {
                         SagaState::Running => SagaState::Completed,
@@ -362,49 +473,128 @@ impl Saga {
                     self.enter_step(now, policy);
                 }
             }
-            StepResult::Refused(reason) if step.is_forward() => {
-                self.finish_step(now, "failed", Some(reason.clone()));
+            (SagaState::Running, StepResult::Declined(reason)) => {
+                self.settling = None;
+                self.set_status(StepStatus::Failed, now, Some(reason.clone()));
                 self.compensate(reason, now, policy);
             }
-            StepResult::Refused(error) | StepResult::Transient(error) => {
-                self.last_error = Some(error.clone());
-                if let Some(record) = self.steps.last_mut() {
-                    record.last_error = Some(error.clone());
+            (SagaState::Running, StepResult::Refused(reason)) => {
+                if self.settling == Some(Settling::Reread) {
+                    // It ran, yet reads as refused: only a voided id answers so. Settled.
+                    self.settling = None;
+                    self.set_status(StepStatus::Voided, now, Some(reason.clone()));
+                    self.compensate(reason, now, policy);
+                } else {
+                    // An earlier attempt may still land: make the refusal final first.
+                    self.set_status(StepStatus::Failed, now, Some(reason.clone()));
+                    self.settle(reason, now);
                 }
-                if !step.is_forward() && self.attempts >= policy.max_compensation_attempts {
-                    self.parked_from = Some(self.state);
-                    self.state = SagaState::NeedsAttention;
-                    return;
+            }
+            (SagaState::Running, StepResult::Transient(error)) => {
+                self.note_error(&error);
+                let past_deadline = self.step_deadline.is_some_and(|d| now >= d);
+                if self.settling.is_none() && past_deadline {
+                    let budget = policy.deadline(step).unwrap_or_default();
+                    let reason = format!(
+                        "step {} did not complete within its deadline of {} ms",
+                        step.as_str(),
+                        budget.as_millis()
+                    );
+                    self.settle(reason, now);
+                } else {
+                    let mut next = now + policy.backoff(self.attempts - 1, jitter);
+                    if self.settling.is_none()
+                        && let Some(deadline) = self.step_deadline
+                    {
+                        // Wake at the deadline at the latest, so it is judged on time.
+                        next = next.min(deadline);
+                    }
+                    self.next_attempt_at = next;
                 }
-                let mut next = now + policy.backoff(self.attempts - 1, jitter);
-                if let Some(deadline) = self.step_deadline {
-                    // Wake at the deadline at the latest, so it fires on time.
-                    next = next.min(deadline);
+            }
+            (
+                _,
+                StepResult::Refused(error)
+                | StepResult::Declined(error)
+                | StepResult::Transient(error),
+            ) => {
+                self.note_error(&error);
+                if self.attempts >= policy.max_compensation_attempts {
+                    self.park();
+                } else {
+                    self.next_attempt_at = now + policy.backoff(self.attempts - 1, jitter);
                 }
-                self.next_attempt_at = next;
             }
         }
     }
 
-    /// Starts compensating: undo every succeeded forward step, newest first, then cancel
-    /// the order.
+    /// Moves the saga on after the void of `step` came back with `result`.
+    pub fn record_void(
+        &mut self,
+        step: Step,
+        result: VoidResult,
+        now: DateTime<Utc>,
+        policy: &Policy,
+        jitter: f64,
+    ) {
+        if self.state != SagaState::Running
+            || self.settling != Some(Settling::Void)
+            || self.current_step() != Some(step)
+        {
+            return;
+        }
+        self.updated_at = now;
+        self.attempts += 1;
+        match result {
+            VoidResult::Voided => {
+                self.settling = None;
+                let status = match self.steps.last() {
+                    Some(r) if r.status == StepStatus::Failed => StepStatus::Failed,
+                    _ => StepStatus::Voided,
+                };
+                self.set_status(status, now, None);
+                let reason = self
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("step {} was voided", step.as_str()));
+                self.compensate(reason, now, policy);
+            }
+            VoidResult::AlreadyRan => {
+                self.settling = Some(Settling::Reread);
+                self.attempts = 0;
+                self.next_attempt_at = now;
+            }
+            VoidResult::Transient(error) => {
+                self.note_error(&error);
+                if self.attempts >= policy.max_compensation_attempts {
+                    self.park();
+                } else {
+                    self.next_attempt_at = now + policy.backoff(self.attempts - 1, jitter);
+                }
+            }
+        }
+    }
+
+    /// Starts compensating: undo every forward step that succeeded, newest first, then
+    /// cancel the order.
     pub fn compensate(&mut self, reason: String, now: DateTime<Utc>, policy: &Policy) {
         let done: Vec<Step> = self
             .steps
             .iter()
-            .filter(|r| r.status == "succeeded" && r.name.is_forward())
+            .filter(|r| r.status == StepStatus::Succeeded && r.name.is_forward())
             .map(|r| r.name)
             .collect();
         let mut plan: Vec<Step> = done.iter().rev().filter_map(|s| s.undo()).collect();
         plan.push(Step::CancelOrder);
         self.plan = plan;
         self.state = SagaState::Compensating;
+        self.settling = None;
         self.reason = Some(reason);
         self.updated_at = now;
         self.enter_step(now, policy);
     }
 
-    /// Operator: resume a parked saga from its failed step with fresh attempts.
+    /// Operator: resume a parked saga where it stopped, with fresh attempts.
     pub fn retry(&mut self, now: DateTime<Utc>, policy: &Policy) -> Result<(), String> {
         if self.state != SagaState::NeedsAttention {
             return Err(format!(
@@ -414,28 +604,66 @@ impl Saga {
         }
         self.state = self.parked_from.take().unwrap_or(SagaState::Compensating);
         self.updated_at = now;
-        self.enter_step(now, policy);
+        if self.state == SagaState::Compensating {
+            self.enter_step(now, policy);
+        } else {
+            self.attempts = 0;
+            self.next_attempt_at = now;
+        }
         Ok(())
     }
 
-    /// Operator: compensate now and cancel the order.
+    /// Operator: cancel the order and compensate, as a customer's cancellation would: a
+    /// running saga first settles the step that may be in flight.
     pub fn abort(
         &mut self,
         reason: String,
         now: DateTime<Utc>,
         policy: &Policy,
     ) -> Result<(), String> {
-        match self.state {
-            SagaState::Running | SagaState::Completed | SagaState::NeedsAttention => {
-                if self.state == SagaState::Running
-                    && self.steps.last().is_some_and(|r| r.status == "running")
-                {
-                    self.finish_step(now, "failed", Some(format!("aborted: {reason}")));
+        match (self.state, self.parked_from) {
+            (SagaState::Running | SagaState::Completed, _)
+            | (SagaState::NeedsAttention, Some(SagaState::Running)) => {
+                if self.state == SagaState::NeedsAttention {
+                    self.state = SagaState::Running;
+                    self.parked_from = None;
+                    self.attempts = 0;
                 }
+                self.cancel_requested = true;
+                self.cancel_reason = Some(reason);
+                self.next_attempt_at = now;
+                self.updated_at = now;
+                self.observe(now, policy);
+                Ok(())
+            }
+            (SagaState::NeedsAttention, _) => {
+                // Parked while compensating: start the compensation over, with this reason.
+                self.parked_from = None;
                 self.compensate(reason, now, policy);
                 Ok(())
             }
-            other => Err(format!("a {} saga cannot be aborted", other.as_str())),
+            (other, _) => Err(format!("a {} saga cannot be aborted", other.as_str())),
+        }
+    }
+
+    /// Begins settling the current forward step: void it first.
+    fn settle(&mut self, reason: String, now: DateTime<Utc>) {
+        self.settling = Some(Settling::Void);
+        self.reason = Some(reason);
+        self.attempts = 0;
+        self.next_attempt_at = now;
+        self.updated_at = now;
+    }
+
+    fn park(&mut self) {
+        self.parked_from = Some(self.state);
+        self.state = SagaState::NeedsAttention;
+    }
+
+    fn note_error(&mut self, error: &str) {
+        self.last_error = Some(error.to_owned());
+        if let Some(record) = self.steps.last_mut() {
+            record.last_error = Some(error.to_owned());
         }
     }
 
@@ -448,7 +676,7 @@ impl Saga {
         self.step_deadline = policy.deadline(step).map(|d| now + d);
         self.steps.push(StepRecord {
             name: step,
-            status: "running".into(),
+            status: StepStatus::Running,
             attempts: 0,
             started_at: now,
             finished_at: None,
@@ -456,12 +684,10 @@ impl Saga {
         });
     }
 
-    fn finish_step(&mut self, now: DateTime<Utc>, status: &str, error: Option<String>) {
-        if let Some(record) = self.steps.last_mut()
-            && record.status == "running"
-        {
-            record.status = status.into();
-            record.finished_at = Some(now);
+    fn set_status(&mut self, status: StepStatus, now: DateTime<Utc>, error: Option<String>) {
+        if let Some(record) = self.steps.last_mut() {
+            record.status = status;
+            record.finished_at = (status != StepStatus::Running).then_some(now);
             if error.is_some() {
                 record.last_error = error;
             }
@@ -483,6 +709,7 @@ mod tests {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             max_compensation_attempts: 3,
+            attempt_timeout: Duration::from_secs(5),
         }
     }
 
@@ -506,27 +733,32 @@ mod tests {
         )
     }
 
-    fn names(saga: &Saga) -> Vec<(&'static str, &str)> {
+    fn names(saga: &Saga) -> Vec<(&'static str, &'static str)> {
         saga.steps
             .iter()
             .map(|r| (r.name.as_str(), r.status.as_str()))
             .collect()
     }
 
+    fn succeed(s: &mut Saga, steps: &[Step], at: i64) {
+        for &step in steps {
+            assert_eq!(s.next_action(t(at)), Action::Send(step));
+            s.record(step, StepResult::Succeeded, t(at), &policy(), 1.0);
+        }
+    }
+
+    const FORWARD: [Step; 3] = [
+        Step::ReserveStock,
+        Step::AuthorizePayment,
+        Step::ConfirmOrder,
+    ];
+
     #[test]
     fn the_happy_path_reserves_authorises_and_confirms() {
-        let p = policy();
         let mut s = saga();
-        for step in [
-            Step::ReserveStock,
-            Step::AuthorizePayment,
-            Step::ConfirmOrder,
-        ] {
-            assert_eq!(s.next_action(t(1), &p), Action::Send(step));
-            s.record(step, StepResult::Succeeded, t(1), &p, 1.0);
-        }
+        succeed(&mut s, &FORWARD, 1);
         assert_eq!(s.state, SagaState::Completed);
-        assert_eq!(s.next_action(t(2), &p), Action::Stop);
+        assert_eq!(s.next_action(t(2)), Action::Stop);
         assert_eq!(
             names(&s),
             vec![
@@ -538,7 +770,7 @@ mod tests {
     }
 
     #[test]
-    fn out_of_stock_cancels_without_undoing_anything() {
+    fn a_refusal_is_made_final_by_a_void_before_anything_is_undone() {
         let p = policy();
         let mut s = saga();
         s.record(
@@ -548,34 +780,71 @@ mod tests {
             &p,
             1.0,
         );
+        assert_eq!(s.state, SagaState::Running, "not compensating yet");
+        assert_eq!(s.settling, Some(Settling::Void));
+        assert_eq!(s.next_action(t(1)), Action::Void(Step::ReserveStock));
+        s.record_void(Step::ReserveStock, VoidResult::Voided, t(2), &p, 1.0);
         assert_eq!(s.state, SagaState::Compensating);
         assert_eq!(s.plan, vec![Step::CancelOrder]);
         assert_eq!(s.reason.as_deref(), Some("out of stock: SKU-1"));
-        s.record(Step::CancelOrder, StepResult::Succeeded, t(2), &p, 1.0);
+        assert_eq!(names(&s)[0], ("reserve_stock", "failed"));
+        s.record(Step::CancelOrder, StepResult::Succeeded, t(3), &p, 1.0);
         assert_eq!(s.state, SagaState::Compensated);
     }
 
     #[test]
-    fn a_decline_releases_stock_then_cancels() {
+    fn a_refusal_whose_earlier_attempt_ran_goes_forward_after_all() {
         let p = policy();
         let mut s = saga();
-        s.record(Step::ReserveStock, StepResult::Succeeded, t(1), &p, 1.0);
+        s.record(
+            Step::ReserveStock,
+            StepResult::Transient("DeadlineExceeded".into()),
+            t(1),
+            &p,
+            1.0,
+        );
+        s.record(
+            Step::ReserveStock,
+            StepResult::Refused("out of stock: SKU-1".into()),
+            t(200),
+            &p,
+            1.0,
+        );
+        s.record_void(Step::ReserveStock, VoidResult::AlreadyRan, t(201), &p, 1.0);
+        assert_eq!(s.next_action(t(201)), Action::Send(Step::ReserveStock));
+        s.record(Step::ReserveStock, StepResult::Succeeded, t(202), &p, 1.0);
+        assert_eq!(s.state, SagaState::Running);
+        assert_eq!(s.reason, None);
+        assert_eq!(s.current_step(), Some(Step::AuthorizePayment));
+        assert_eq!(names(&s)[0], ("reserve_stock", "succeeded"));
+    }
+
+    #[test]
+    fn a_decline_is_final_and_releases_stock_then_cancels() {
+        let p = policy();
+        let mut s = saga();
+        succeed(&mut s, &[Step::ReserveStock], 1);
         s.record(
             Step::AuthorizePayment,
-            StepResult::Refused("payment declined".into()),
+            StepResult::Declined("payment declined".into()),
             t(2),
             &p,
             1.0,
         );
+        assert_eq!(
+            s.state,
+            SagaState::Compensating,
+            "no void: a decline is recorded"
+        );
         assert_eq!(s.plan, vec![Step::ReleaseStock, Step::CancelOrder]);
+        assert_eq!(names(&s)[1], ("authorize_payment", "failed"));
     }
 
     #[test]
-    fn a_missed_deadline_compensates_in_reverse_order() {
+    fn a_step_unknown_at_its_deadline_is_voided_and_then_compensated() {
         let p = policy();
         let mut s = saga();
-        s.record(Step::ReserveStock, StepResult::Succeeded, t(1), &p, 1.0);
-        s.record(Step::AuthorizePayment, StepResult::Succeeded, t(2), &p, 1.0);
+        succeed(&mut s, &[Step::ReserveStock, Step::AuthorizePayment], 2);
         s.record(
             Step::ConfirmOrder,
             StepResult::Transient("unavailable".into()),
@@ -583,12 +852,19 @@ mod tests {
             &p,
             1.0,
         );
-        assert_eq!(s.next_action(t(50), &p), Action::WaitUntil(t(103)));
-        // Past the confirm deadline (10 s after it started at t(2)).
-        assert_eq!(
-            s.next_action(t(10_002), &p),
-            Action::Send(Step::RefundPayment)
+        assert_eq!(s.next_action(t(50)), Action::WaitUntil(t(103)));
+        // An attempt after the deadline (10 s after the step started at t(2)) that still
+        // gets no answer settles the step; it is never assumed to have failed.
+        assert_eq!(s.next_action(t(10_002)), Action::Send(Step::ConfirmOrder));
+        s.record(
+            Step::ConfirmOrder,
+            StepResult::Transient("DeadlineExceeded".into()),
+            t(10_002),
+            &p,
+            1.0,
         );
+        assert_eq!(s.next_action(t(10_002)), Action::Void(Step::ConfirmOrder));
+        s.record_void(Step::ConfirmOrder, VoidResult::Voided, t(10_003), &p, 1.0);
         assert_eq!(
             s.plan,
             vec![Step::RefundPayment, Step::ReleaseStock, Step::CancelOrder]
@@ -599,35 +875,78 @@ mod tests {
                 .unwrap()
                 .contains("confirm_order did not complete within its deadline of 10000 ms")
         );
+        assert_eq!(names(&s)[2], ("confirm_order", "voided"));
+    }
+
+    #[test]
+    fn a_confirmation_that_landed_after_its_deadline_completes_the_saga() {
+        let p = policy();
+        let mut s = saga();
+        succeed(&mut s, &[Step::ReserveStock, Step::AuthorizePayment], 2);
+        s.record(
+            Step::ConfirmOrder,
+            StepResult::Transient("DeadlineExceeded".into()),
+            t(20_000),
+            &p,
+            1.0,
+        );
+        s.record_void(
+            Step::ConfirmOrder,
+            VoidResult::AlreadyRan,
+            t(20_001),
+            &p,
+            1.0,
+        );
+        s.record(
+            Step::ConfirmOrder,
+            StepResult::Transient("unavailable".into()),
+            t(20_002),
+            &p,
+            1.0,
+        );
+        assert_eq!(
+            s.settling,
+            Some(Settling::Reread),
+            "a reread has no deadline: the answer exists"
+        );
+        s.record(
+            Step::ConfirmOrder,
+            StepResult::Succeeded,
+            t(30_000),
+            &p,
+            1.0,
+        );
+        assert_eq!(s.state, SagaState::Completed);
+        assert_eq!(s.reason, None);
+    }
+
+    #[test]
+    fn a_saga_resumed_after_its_deadline_sends_its_step_before_judging_it() {
+        let p = policy();
+        let mut s = saga();
+        // Saved before the first attempt's answer; taken over long after the deadline.
+        assert_eq!(s.next_action(t(60_000)), Action::Send(Step::ReserveStock));
+        s.record(
+            Step::ReserveStock,
+            StepResult::Succeeded,
+            t(60_000),
+            &p,
+            1.0,
+        );
+        assert_eq!(s.state, SagaState::Running);
+        assert_eq!(s.current_step(), Some(Step::AuthorizePayment));
     }
 
     #[test]
     fn retries_back_off_exponentially_but_wake_at_the_deadline() {
         let p = policy();
         let mut s = saga();
-        s.record(
-            Step::ReserveStock,
-            StepResult::Transient("unavailable".into()),
-            t(0),
-            &p,
-            1.0,
-        );
+        let transient = || StepResult::Transient("unavailable".into());
+        s.record(Step::ReserveStock, transient(), t(0), &p, 1.0);
         assert_eq!(s.next_attempt_at, t(100));
-        s.record(
-            Step::ReserveStock,
-            StepResult::Transient("unavailable".into()),
-            t(100),
-            &p,
-            1.0,
-        );
+        s.record(Step::ReserveStock, transient(), t(100), &p, 1.0);
         assert_eq!(s.next_attempt_at, t(300));
-        s.record(
-            Step::ReserveStock,
-            StepResult::Transient("unavailable".into()),
-            t(9_990),
-            &p,
-            1.0,
-        );
+        s.record(Step::ReserveStock, transient(), t(9_990), &p, 1.0);
         assert_eq!(
             s.next_attempt_at,
             t(10_000),
@@ -636,14 +955,65 @@ mod tests {
     }
 
     #[test]
-    fn a_cancellation_while_running_compensates_what_was_done() {
+    fn a_cancellation_while_running_settles_the_step_in_flight_then_compensates() {
         let p = policy();
         let mut s = saga();
-        s.record(Step::ReserveStock, StepResult::Succeeded, t(1), &p, 1.0);
+        succeed(&mut s, &[Step::ReserveStock], 1);
         s.cancel_requested = true;
         s.cancel_reason = Some("cancelled by the customer".into());
-        assert_eq!(s.next_action(t(2), &p), Action::Send(Step::ReleaseStock));
+        assert!(s.observe(t(2), &p), "the switch is saved before any send");
+        assert!(!s.observe(t(2), &p));
+        assert_eq!(s.next_action(t(2)), Action::Void(Step::AuthorizePayment));
+        s.record_void(Step::AuthorizePayment, VoidResult::Voided, t(3), &p, 1.0);
+        assert_eq!(s.plan, vec![Step::ReleaseStock, Step::CancelOrder]);
         assert_eq!(s.reason.as_deref(), Some("cancelled by the customer"));
+        assert_eq!(
+            names(&s)[1],
+            ("authorize_payment", "voided"),
+            "the interrupted step is finished"
+        );
+        assert!(s.steps[1].finished_at.is_some());
+    }
+
+    #[test]
+    fn a_cancellation_of_a_step_that_ran_undoes_it_too() {
+        let p = policy();
+        let mut s = saga();
+        succeed(&mut s, &[Step::ReserveStock], 1);
+        s.cancel_requested = true;
+        s.cancel_reason = Some("order cancelled: changed my mind".into());
+        s.observe(t(2), &p);
+        s.record_void(
+            Step::AuthorizePayment,
+            VoidResult::AlreadyRan,
+            t(3),
+            &p,
+            1.0,
+        );
+        s.record(Step::AuthorizePayment, StepResult::Succeeded, t(4), &p, 1.0);
+        // Still cancelled: the next step is voided, then both are undone.
+        assert!(s.observe(t(5), &p));
+        assert_eq!(s.next_action(t(5)), Action::Void(Step::ConfirmOrder));
+        s.record_void(Step::ConfirmOrder, VoidResult::Voided, t(6), &p, 1.0);
+        assert_eq!(
+            s.plan,
+            vec![Step::RefundPayment, Step::ReleaseStock, Step::CancelOrder]
+        );
+    }
+
+    #[test]
+    fn a_cancellation_after_confirmation_gives_everything_back() {
+        let p = policy();
+        let mut s = saga();
+        succeed(&mut s, &FORWARD, 1);
+        s.cancel_requested = true;
+        s.cancel_reason = Some("order cancelled: changed my mind".into());
+        assert!(s.observe(t(2), &p));
+        assert_eq!(s.state, SagaState::Compensating);
+        assert_eq!(
+            s.plan,
+            vec![Step::RefundPayment, Step::ReleaseStock, Step::CancelOrder]
+        );
     }
 
     #[test]
@@ -657,6 +1027,7 @@ mod tests {
             &p,
             1.0,
         );
+        s.record_void(Step::ReserveStock, VoidResult::Voided, t(2), &p, 1.0);
         for i in 0..3 {
             s.record(
                 Step::CancelOrder,
@@ -668,23 +1039,42 @@ mod tests {
         }
         assert_eq!(s.state, SagaState::NeedsAttention);
         assert_eq!(s.last_error.as_deref(), Some("unavailable"));
-        assert_eq!(s.next_action(t(20), &p), Action::Stop);
+        assert_eq!(s.next_action(t(20)), Action::Stop);
         s.retry(t(30), &p).unwrap();
         assert_eq!(s.state, SagaState::Compensating);
-        assert_eq!(s.next_action(t(30), &p), Action::Send(Step::CancelOrder));
+        assert_eq!(s.next_action(t(30)), Action::Send(Step::CancelOrder));
     }
 
     #[test]
-    fn a_completed_saga_can_be_aborted() {
+    fn a_void_that_keeps_failing_is_parked_and_resumes_voiding() {
         let p = policy();
         let mut s = saga();
-        for step in [
+        s.record(
             Step::ReserveStock,
-            Step::AuthorizePayment,
-            Step::ConfirmOrder,
-        ] {
-            s.record(step, StepResult::Succeeded, t(1), &p, 1.0);
+            StepResult::Refused("out of stock".into()),
+            t(1),
+            &p,
+            1.0,
+        );
+        for i in 0..3 {
+            s.record_void(
+                Step::ReserveStock,
+                VoidResult::Transient("unavailable".into()),
+                t(10 + i),
+                &p,
+                1.0,
+            );
         }
+        assert_eq!(s.state, SagaState::NeedsAttention);
+        s.retry(t(30), &p).unwrap();
+        assert_eq!(s.next_action(t(30)), Action::Void(Step::ReserveStock));
+    }
+
+    #[test]
+    fn an_operator_abort_of_a_completed_saga_compensates_it() {
+        let p = policy();
+        let mut s = saga();
+        succeed(&mut s, &FORWARD, 1);
         s.abort("operator".into(), t(2), &p).unwrap();
         assert_eq!(
             s.plan,
@@ -695,6 +1085,25 @@ mod tests {
             s.abort("again".into(), t(3), &p).is_err(),
             "a compensating saga is already aborting"
         );
+    }
+
+    #[test]
+    fn an_operator_abort_of_a_running_saga_settles_its_step_first() {
+        let p = policy();
+        let mut s = saga();
+        s.abort("operator".into(), t(2), &p).unwrap();
+        assert_eq!(s.state, SagaState::Running);
+        assert_eq!(s.next_action(t(2)), Action::Void(Step::ReserveStock));
+    }
+
+    #[test]
+    fn answers_to_anything_but_the_current_action_are_ignored() {
+        let p = policy();
+        let mut s = saga();
+        let before = s.clone();
+        s.record(Step::ConfirmOrder, StepResult::Succeeded, t(1), &p, 1.0);
+        s.record_void(Step::ReserveStock, VoidResult::Voided, t(1), &p, 1.0);
+        assert_eq!(s, before);
     }
 
     #[test]
@@ -712,5 +1121,18 @@ mod tests {
             Step::ReserveStock.command_id(order),
             Step::ReserveStock.command_id(Uuid::from_u128(8))
         );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for step in Step::ALL {
+            assert_eq!(Step::parse(step.as_str()), Some(step));
+        }
+        for state in SagaState::ALL {
+            assert_eq!(SagaState::parse(state.as_str()), Some(state));
+        }
+        for settling in [Settling::Void, Settling::Reread] {
+            assert_eq!(Settling::parse(settling.as_str()), Some(settling));
+        }
     }
 }

@@ -1,15 +1,12 @@
-//! Sending a saga step to command-service over gRPC, and sorting the answer into
-//! succeeded, refused (compensate) or transient (retry).
+//! Sending a saga step (or the void of one) to command-service over gRPC, and sorting the
+//! answer into succeeded, refused or transient.
 
 use std::time::Duration;
 
 use contracts::orders::v1::{self as pb, command_service_client::CommandServiceClient};
 use tonic::{Code, transport::Channel};
 
-use crate::saga::{Saga, Step, StepResult};
-
-/// The longest one attempt may take.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::saga::{Saga, Step, StepResult, VoidResult};
 
 /// Sends `step` of `saga`, with the step's idempotency key and the saga's order id as the
 /// correlation id.
@@ -38,7 +35,7 @@ pub async fn send(
                         .iter()
                         .map(|l| pb::StockItem {
                             sku: l.sku.clone(),
-                            quantity: l.quantity as i32,
+                            quantity: i32::try_from(l.quantity).unwrap_or(i32::MAX),
                         })
                         .collect(),
                 },
@@ -65,7 +62,7 @@ pub async fn send(
                 let r = r.into_inner();
                 match r.outcome() {
                     pb::PaymentOutcome::Authorized => StepResult::Succeeded,
-                    _ => StepResult::Refused(format!("payment declined: {}", r.decline_reason)),
+                    _ => StepResult::Declined(format!("payment declined: {}", r.decline_reason)),
                 }
             }),
         Step::ConfirmOrder => client
@@ -116,7 +113,35 @@ pub async fn send(
             .await
             .map(|_| StepResult::Succeeded),
     };
-    result.unwrap_or_else(classify)
+    result.unwrap_or_else(|status| classify(step, status))
+}
+
+/// Voids the command id of `step`, so that an attempt still on its way cannot run later.
+pub async fn void(
+    client: &mut CommandServiceClient<Channel>,
+    saga: &Saga,
+    step: Step,
+    timeout: Duration,
+) -> VoidResult {
+    let reason = saga
+        .reason
+        .clone()
+        .unwrap_or_else(|| format!("the saga settled step {}", step.as_str()));
+    let answer = client
+        .void_command(request(
+            saga,
+            timeout,
+            pb::VoidCommandRequest {
+                command_id: step.command_id(saga.order_id).to_string(),
+                reason,
+            },
+        ))
+        .await;
+    match answer {
+        Ok(r) if r.get_ref().voided => VoidResult::Voided,
+        Ok(_) => VoidResult::AlreadyRan,
+        Err(status) => VoidResult::Transient(describe(&status)),
+    }
 }
 
 /// A request with the attempt's timeout and the saga's order id as correlation id.
@@ -129,17 +154,25 @@ fn request<T>(saga: &Saga, timeout: Duration, message: T) -> tonic::Request<T> {
     request
 }
 
-/// Business refusals compensate; everything else may pass and is retried.
-fn classify(status: tonic::Status) -> StepResult {
-    let message = if status.message().is_empty() {
+fn describe(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
         format!("{:?}", status.code())
     } else {
         format!("{:?}: {}", status.code(), status.message())
-    };
+    }
+}
+
+/// Business refusals are refusals; everything else may pass and is retried.
+///
+/// ALREADY_EXISTS answers a step's fixed key sent with different words: a compensation
+/// redone after a lost save, with another reason than the first time. The key's command
+/// ran then, so the compensation is done.
+fn classify(step: Step, status: tonic::Status) -> StepResult {
     match status.code() {
+        Code::AlreadyExists if !step.is_forward() => StepResult::Succeeded,
         Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument | Code::AlreadyExists => {
             StepResult::Refused(status.message().to_owned())
         }
-        _ => StepResult::Transient(message),
+        _ => StepResult::Transient(describe(&status)),
     }
 }

@@ -1,9 +1,12 @@
-//! Drives due sagas: claim one with a lease, send its step, record the result, repeat.
+//! Drives due sagas: claim one with a lease, send its step (or void it), record the
+//! answer, repeat.
 //!
-//! The saga row is written after every step and before the next is sent, and each step's
-//! command carries the same idempotency key on every attempt, so a worker that dies at any
-//! point leaves a saga another worker resumes (once the lease runs out) without reserving or
-//! charging twice.
+//! The saga row is written after every answer and before the next command is sent, and a
+//! change that needs no answer (a cancellation turning into compensation) is written before
+//! anything is sent. Each step's command carries the same idempotency key on every attempt
+//! and command-service records every answer (voids included), so a worker that dies at any
+//! point, or a save that a database crash loses, leaves a saga that any worker resumes
+//! (once the lease runs out) to the same outcome, without reserving or charging twice.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,9 +19,45 @@ use uuid::Uuid;
 
 use crate::{
     db,
-    saga::{Action, Policy, Saga, SagaState},
+    saga::{Action, Policy, Saga, SagaState, Step},
     steps,
 };
+
+/// Test-only: a worker stops right after a step's command (or void) comes back, before
+/// the saga is saved, as if the process had crashed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failpoint {
+    /// The step whose answer triggers it.
+    pub after: Step,
+    /// What happens then.
+    pub crash: Crash,
+}
+
+/// How a [`Failpoint`] stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// The process aborts (real-process tests: `SAGA_FAILPOINT=abort-after:reserve_stock`).
+    Abort,
+    /// The worker never goes on (in-process tests; the test then stops the service).
+    Freeze,
+}
+
+impl std::str::FromStr for Failpoint {
+    type Err = String;
+
+    /// `abort-after:STEP` or `freeze-after:STEP`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = || format!("{s:?}: expected abort-after:STEP or freeze-after:STEP");
+        let (how, step) = s.split_once(':').ok_or_else(usage)?;
+        let crash = match how {
+            "abort-after" => Crash::Abort,
+            "freeze-after" => Crash::Freeze,
+            _ => return Err(usage()),
+        };
+        let after = Step::parse(step).ok_or_else(usage)?;
+        Ok(Failpoint { after, crash })
+    }
+}
 
 /// What a worker needs.
 #[derive(Clone)]
@@ -39,6 +78,8 @@ pub struct Worker {
     pub work: Arc<Notify>,
     /// How often an idle worker looks for due sagas anyway (timers, other instances).
     pub idle_poll: Duration,
+    /// Test-only crash point.
+    pub failpoint: Option<Failpoint>,
 }
 
 impl Worker {
@@ -70,51 +111,113 @@ impl Worker {
         }
     }
 
-    /// Runs a claimed saga's steps for as long as they are due.
+    /// Runs a claimed saga's steps for as long as they are due. Whatever the saga's saved
+    /// deadline says, a claimed step is sent (or voided) before it is judged: a saga taken
+    /// over after a crash first asks again.
     async fn drive(&mut self, mut saga: Saga) {
         loop {
-            let now = self.clock.now();
-            let action = saga.next_action(now, &self.policy);
-            if let Action::Send(step) = action {
-                let timeout = match saga.step_deadline {
-                    Some(deadline) if step.is_forward() => (deadline - now)
-                        .to_std()
-                        .unwrap_or_default()
-                        .clamp(Duration::from_millis(50), steps::ATTEMPT_TIMEOUT),
-                    _ => steps::ATTEMPT_TIMEOUT,
-                };
-                let result = steps::send(&mut self.client, &saga, step, timeout).await;
-                tracing::debug!(order_id = %saga.order_id, step = step.as_str(), ?result, "saga step");
-                let jitter = 0.5 + f64::from(Uuid::new_v4().as_bytes()[0]) / 255.0;
-                saga.record(step, result, self.clock.now(), &self.policy, jitter);
+            if saga.observe(self.clock.now(), &self.policy) && !self.save(&mut saga, true).await {
+                return;
             }
+            let now = self.clock.now();
+            let action = saga.next_action(now);
+            match action {
+                Action::Send(step) => {
+                    let timeout = self.attempt_timeout(&saga, step, now);
+                    let result = steps::send(&mut self.client, &saga, step, timeout).await;
+                    tracing::debug!(order_id = %saga.order_id, step = step.as_str(), ?result, "saga step");
+                    self.failpoint(step).await;
+                    saga.record(step, result, self.clock.now(), &self.policy, jitter());
+                }
+                Action::Void(step) => {
+                    let timeout = self.policy.attempt_timeout;
+                    let result = steps::void(&mut self.client, &saga, step, timeout).await;
+                    tracing::debug!(order_id = %saga.order_id, step = step.as_str(), ?result, "saga void");
+                    self.failpoint(step).await;
+                    saga.record_void(step, result, self.clock.now(), &self.policy, jitter());
+                }
+                Action::WaitUntil(_) | Action::Stop => {}
+            }
+            let acted = matches!(action, Action::Send(_) | Action::Void(_));
             let active = matches!(saga.state, SagaState::Running | SagaState::Compensating);
-            let keep = matches!(action, Action::Send(_))
-                && active
-                && saga.next_attempt_at <= self.clock.now();
-            match db::save_leased(&self.pool, &saga, self.owner, keep).await {
-                Ok(Some((cancel_requested, cancel_reason))) => {
-                    if saga.state == SagaState::Completed || saga.state == SagaState::Compensated {
-                        tracing::info!(order_id = %saga.order_id, state = saga.state.as_str(), reason = ?saga.reason, "saga finished");
-                    } else if saga.state == SagaState::NeedsAttention {
-                        tracing::error!(order_id = %saga.order_id, last_error = ?saga.last_error, "saga needs attention");
-                    }
-                    saga.cancel_requested = cancel_requested;
-                    saga.cancel_reason = cancel_reason;
+            let keep = acted && active && saga.next_attempt_at <= self.clock.now();
+            if !self.save(&mut saga, keep).await {
+                return;
+            }
+            match saga.state {
+                SagaState::Completed | SagaState::Compensated if acted => {
+                    tracing::info!(order_id = %saga.order_id, state = saga.state.as_str(), reason = ?saga.reason, "saga finished");
                 }
-                Ok(None) => {
-                    tracing::warn!(order_id = %saga.order_id, "lost the saga's lease; another worker has it");
-                    return;
+                SagaState::NeedsAttention if acted => {
+                    tracing::error!(order_id = %saga.order_id, last_error = ?saga.last_error, "saga needs attention");
                 }
-                Err(err) => {
-                    // The lease runs out and the saga is picked up again from its last saved step.
-                    tracing::warn!(order_id = %saga.order_id, error = %err, "cannot save the saga");
-                    return;
-                }
+                _ => {}
             }
             if !keep {
                 return;
             }
         }
     }
+
+    /// How long an attempt may take: until the step's deadline (so it is judged on
+    /// time), at least 50 ms, at most the policy's attempt timeout.
+    fn attempt_timeout(
+        &self,
+        saga: &Saga,
+        step: Step,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Duration {
+        match saga.step_deadline {
+            Some(deadline) if step.is_forward() && saga.settling.is_none() && deadline > now => {
+                (deadline - now).to_std().unwrap_or_default().clamp(
+                    Duration::from_millis(50),
+                    self.policy.attempt_timeout.max(Duration::from_millis(50)),
+                )
+            }
+            _ => self.policy.attempt_timeout,
+        }
+    }
+
+    /// Saves the saga if this worker still holds its lease, and takes in a cancellation
+    /// the follower flagged meanwhile. False when the worker must let the saga go.
+    async fn save(&self, saga: &mut Saga, keep_lease: bool) -> bool {
+        match db::save_leased(&self.pool, saga, self.owner, keep_lease).await {
+            Ok(Some((cancel_requested, cancel_reason))) => {
+                saga.cancel_requested = cancel_requested;
+                saga.cancel_reason = cancel_reason;
+                true
+            }
+            Ok(None) => {
+                tracing::warn!(order_id = %saga.order_id, "lost the saga's lease; another worker has it");
+                false
+            }
+            Err(err) => {
+                // The lease runs out and the saga is picked up again from its last saved
+                // state; every step redone gets its recorded answer.
+                tracing::warn!(order_id = %saga.order_id, error = %err, "cannot save the saga");
+                false
+            }
+        }
+    }
+
+    async fn failpoint(&self, step: Step) {
+        match self.failpoint {
+            Some(Failpoint { after, crash }) if after == step => {
+                tracing::error!(
+                    step = step.as_str(),
+                    "failpoint: crashing before the saga is saved"
+                );
+                match crash {
+                    Crash::Abort => std::process::abort(),
+                    Crash::Freeze => std::future::pending::<()>().await,
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// 0.5 to 1.5, to spread retries.
+fn jitter() -> f64 {
+    0.5 + f64::from(Uuid::new_v4().as_bytes()[0]) / 255.0
 }

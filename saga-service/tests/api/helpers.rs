@@ -11,9 +11,8 @@ use sqlx::PgPool;
 use test_support::Running;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
-use uuid::Uuid;
 
-pub type Commands = CommandServiceClient<Channel>;
+pub use test_support::builders::*;
 pub type Queries = QueryServiceClient<Channel>;
 pub type Sagas = SagaServiceClient<Channel>;
 
@@ -42,6 +41,8 @@ pub fn saga_config(pool: &PgPool, command_addr: std::net::SocketAddr) -> saga_se
         backoff_base_ms: 20,
         backoff_max_ms: 200,
         max_compensation_attempts: 3,
+        attempt_timeout_ms: 1_000,
+        failpoint: None,
         log_format: LogFormat::Human,
     }
 }
@@ -119,59 +120,6 @@ pub async fn start_with(pool: &PgPool, tune: impl FnOnce(&mut saga_service::Conf
 pub async fn free_addr() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap()
-}
-
-pub fn id() -> String {
-    Uuid::new_v4().to_string()
-}
-
-pub fn eur(amount_minor: i64) -> Option<pb::Money> {
-    Some(pb::Money {
-        amount_minor,
-        currency: "EUR".into(),
-    })
-}
-
-pub async fn create_product(c: &mut Commands, sku: &str, stock: i64) {
-    c.create_product(pb::CreateProductRequest {
-        command_id: id(),
-        sku: sku.into(),
-        name: format!("Product {sku}"),
-        price: eur(500),
-        initial_stock: stock,
-    })
-    .await
-    .expect("create product");
-}
-
-/// Creates and places an order; returns its id.
-pub async fn place_order(c: &mut Commands, lines: &[(&str, i32)], payment_method: &str) -> String {
-    let order_id = id();
-    c.create_order(pb::CreateOrderRequest {
-        command_id: id(),
-        order_id: order_id.clone(),
-        customer_id: id(),
-        currency: "EUR".into(),
-        lines: lines
-            .iter()
-            .map(|(sku, quantity)| pb::OrderLine {
-                sku: (*sku).into(),
-                quantity: *quantity,
-                unit_price: eur(500),
-            })
-            .collect(),
-    })
-    .await
-    .expect("create order");
-    c.place_order(pb::PlaceOrderRequest {
-        command_id: id(),
-        order_id: order_id.clone(),
-        payment_method: payment_method.into(),
-        expected_version: None,
-    })
-    .await
-    .expect("place order");
-    order_id
 }
 
 /// Waits until the order's saga satisfies `done`, and returns it.

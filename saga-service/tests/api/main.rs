@@ -3,5 +3,6 @@
 
 mod failures;
 mod helpers;
+mod in_doubt;
 mod operations;
 mod paths;

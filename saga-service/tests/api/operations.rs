@@ -30,18 +30,26 @@ async fn a_customer_cancellation_while_the_saga_runs_is_compensated(pool: PgPool
     })
     .await
     .unwrap();
-    // The saga learns of the cancellation from the log and turns to compensation while its
-    // own command-service is still away; only then does command-service come back.
-    let compensating = wait_for_saga(&mut s, &order_id, |s| s.state == "compensating").await;
-    assert_eq!(
-        compensating.remaining_steps,
-        vec!["cancel_order"],
-        "nothing was reserved, so nothing to release"
-    );
+    // The saga learns of the cancellation from the log while its own command-service is
+    // still away. An attempt at the reservation may be on its way, so before it undoes
+    // anything it settles that step, and it saves that it is doing so before it sends
+    // anything.
+    let settling = wait_for_saga(&mut s, &order_id, |s| s.settling == "void").await;
+    assert_eq!(settling.state, "running");
+    assert_eq!(settling.reason, "order cancelled: changed my mind");
     let _back = start_command_service_at(&pool, down).await;
     let saga = finished(&mut s, &order_id).await;
     assert_eq!(saga.state, "compensated");
     assert_eq!(saga.reason, "order cancelled: changed my mind");
+    assert_eq!(
+        step_names(&saga),
+        vec![("reserve_stock", "voided"), ("cancel_order", "succeeded")],
+        "nothing was reserved, so nothing to release"
+    );
+    assert!(
+        !saga.steps[0].finished_at.is_empty(),
+        "the interrupted step is finished"
+    );
     assert_eq!(count_events(&pool, "StockReserved", &order_id).await, 0);
     assert_eq!(
         count_events(&pool, "OrderCancelled", &order_id).await,
