@@ -323,6 +323,8 @@ pub struct Checkpoint {
     pub state: String,
     /// Why it stopped, if it did.
     pub last_error: Option<String>,
+    /// The event types it reads; `None`: every type.
+    pub event_types: Option<Vec<String>>,
 }
 
 fn checkpoint_from_row(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
@@ -335,10 +337,11 @@ fn checkpoint_from_row(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
         unknown_skipped: row.try_get("unknown_skipped")?,
         state: row.try_get("state")?,
         last_error: row.try_get("last_error")?,
+        event_types: row.try_get("event_types")?,
     })
 }
 
-const CHECKPOINT_COLUMNS: &str = "projection, transaction_id, global_position, events_applied, unknown_skipped, state, last_error";
+const CHECKPOINT_COLUMNS: &str = "projection, transaction_id, global_position, events_applied, unknown_skipped, state, last_error, event_types";
 
 /// A projection's checkpoint, created at the start of the log if missing.
 pub async fn checkpoint(
@@ -423,21 +426,51 @@ pub async fn try_lead(conn: &mut PgConnection, projection: &str) -> Result<bool,
         .await
 }
 
-/// The events after `after` that the log can hand out now, and the time the oldest of them
-/// happened.
+/// The events after `after` (of `types`, or of every type) that the log can hand out now,
+/// and the time the oldest of them happened.
 pub async fn lag(
     pool: &PgPool,
     after: Position,
+    types: Option<&[String]>,
 ) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
     sqlx::query_as(
         "SELECT count(*), min(occurred_at) FROM events \
          WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND ($3::text[] IS NULL OR event_type = ANY($3))",
     )
     .bind(after.transaction_id.to_string())
-    .bind(after.global_position as i64)
+    .bind(i64::try_from(after.global_position).unwrap_or(i64::MAX))
+    .bind(types)
     .fetch_one(pool)
     .await
+}
+
+/// Events already committed that no reader may see yet, because a transaction older than
+/// theirs is still open (the log's horizon is behind its head), and when the oldest of
+/// them happened.
+pub async fn held_back(pool: &PgPool) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), min(occurred_at) FROM events \
+         WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// The global position of the last event at or before `position` (0 before the first):
+/// a number a person can compare, where a position may point past an event.
+pub async fn event_at_or_before(pool: &PgPool, position: Position) -> Result<i64, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT global_position FROM events \
+         WHERE (transaction_id, global_position) <= ($1::text::xid8, $2) \
+         ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+    )
+    .bind(position.transaction_id.to_string())
+    .bind(i64::try_from(position.global_position).unwrap_or(i64::MAX))
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.unwrap_or(0))
 }
 
 /// One order.

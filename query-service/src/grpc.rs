@@ -412,12 +412,23 @@ impl QueryService for QueryApi {
             .await
             .map_err(store_error)?
             .unwrap_or(Position::START);
+        let age = |t: Option<chrono::DateTime<Utc>>| {
+            t.map_or(0, |t| (Utc::now() - t).num_milliseconds().max(0))
+        };
+        let (held_back_events, held_since) = db::held_back(&self.pool).await.map_err(db_error)?;
+        let head_event = i64::try_from(head.global_position).unwrap_or(i64::MAX);
         let mut projections = Vec::new();
         for checkpoint in db::checkpoints(&self.pool).await.map_err(db_error)? {
-            let (lag_events, oldest) = db::lag(&self.pool, checkpoint.position)
+            let (lag_events, oldest) = db::lag(
+                &self.pool,
+                checkpoint.position,
+                checkpoint.event_types.as_deref(),
+            )
+            .await
+            .map_err(db_error)?;
+            let checkpoint_event = db::event_at_or_before(&self.pool, checkpoint.position)
                 .await
                 .map_err(db_error)?;
-            let lag_ms = oldest.map_or(0, |t| (Utc::now() - t).num_milliseconds().max(0));
             projections.push(pb::ProjectionStatus {
                 name: checkpoint.projection,
                 state: checkpoint.state,
@@ -425,9 +436,14 @@ impl QueryService for QueryApi {
                 checkpoint: checkpoint.position.to_token(),
                 head: head.to_token(),
                 lag_events,
-                lag_ms,
+                lag_ms: age(oldest),
                 events_applied: checkpoint.events_applied,
                 unknown_skipped: checkpoint.unknown_skipped,
+                checkpoint_event,
+                head_event,
+                held_back_events,
+                held_back_ms: age(held_since),
+                event_types: checkpoint.event_types.unwrap_or_default(),
             });
         }
         Ok(Response::new(pb::GetProjectionStatusResponse {

@@ -247,13 +247,20 @@ pub async fn list(
         .collect()
 }
 
-/// The follower's checkpoint, created at the start of the log if missing.
-pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Position, sqlx::Error> {
+/// The follower's checkpoint, created at the start of the log if missing, with the event
+/// types it reads (so its lag counts only those).
+pub async fn checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    event_types: &[&str],
+) -> Result<Position, sqlx::Error> {
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, transaction_id, global_position) VALUES ($1, 0, 0) \
-         ON CONFLICT (projection) DO NOTHING",
+        "INSERT INTO projection_checkpoints (projection, transaction_id, global_position, event_types) \
+         VALUES ($1, 0, 0, $2) \
+         ON CONFLICT (projection) DO UPDATE SET event_types = excluded.event_types",
     )
     .bind(name)
+    .bind(event_types)
     .execute(&mut *conn)
     .await?;
     let (tx, pos): (i64, i64) = sqlx::query_as(

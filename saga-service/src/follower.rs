@@ -86,7 +86,7 @@ async fn follow(
     work: &Notify,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut checkpoint = db::checkpoint(conn, FOLLOWER).await?;
+    let mut checkpoint = db::checkpoint(conn, FOLLOWER, &INTERESTING).await?;
     let mut subscription = Subscription::start(store.clone(), checkpoint)
         .await?
         .with_batch_size(1000)

@@ -6,4 +6,5 @@ mod errors;
 mod helpers;
 mod rebuild;
 mod resilience;
+mod status;
 mod watch;
