@@ -81,3 +81,11 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# without_coverage COMMAND...: runs COMMAND without the instrumentation scripts/coverage's
+# environment adds to builds (the compose test builds the release binaries users get).
+without_coverage() {
+    env -u RUSTFLAGS -u CARGO_TARGET_DIR -u LLVM_PROFILE_FILE -u CARGO_LLVM_COV \
+        -u CARGO_LLVM_COV_SHOW_ENV -u CARGO_LLVM_COV_TARGET_DIR -u CARGO_BUILD_RUSTFLAGS \
+        -u RUSTDOCFLAGS -u CARGO_ENCODED_RUSTFLAGS "$@"
+}

@@ -4,9 +4,7 @@ Creates a product and an order, places it, follows it with WatchOrder until the 
 confirmed it, then prints its history. Expects command-service, query-service and
 saga-service on their default ports (override with COMMAND_ADDR, QUERY_ADDR, SAGA_ADDR).
 
-Generate the stubs first (see README.md):
-    python3 -m grpc_tools.protoc -I ../../proto --python_out=generated --pyi_out=generated \
-        --grpc_python_out=generated ../../proto/orders/v1/*.proto
+Generate the stubs first, as README.md says.
 """
 
 import json
@@ -14,7 +12,7 @@ import os
 import sys
 import uuid
 
-# Stubs generated as README.md says; scripts/test puts its own on PYTHONPATH instead.
+# Stubs generated as README.md says.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "generated"))
 
 import grpc  # noqa: E402
