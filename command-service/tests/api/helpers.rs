@@ -41,7 +41,7 @@ pub async fn spawn_app_with(pool: &PgPool, snapshot_every: u64) -> TestApp {
         command_writers: event_store::DEFAULT_WRITERS,
         log_format: LogFormat::Human,
     };
-    service_runtime::telemetry::init(LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     let clock = Arc::new(FixedClock::at(
         Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
     ));

@@ -48,7 +48,7 @@ pub async fn start_query_service(pool: &PgPool) -> Running {
 }
 
 pub async fn start(pool: &PgPool) -> TestSystem {
-    service_runtime::telemetry::init(LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     let command = start_command_service(pool).await;
     let query = start_query_service(pool).await;
     let commands = CommandServiceClient::new(command.channel().await);

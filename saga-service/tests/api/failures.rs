@@ -9,7 +9,7 @@ use crate::helpers::*;
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn the_saga_waits_out_a_command_service_outage(pool: PgPool) {
-    service_runtime::telemetry::init(service_runtime::telemetry::LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     // Users reach one command-service; the saga is pointed at one that is down.
     let front = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(front.channel().await);
@@ -41,7 +41,7 @@ async fn the_saga_waits_out_a_command_service_outage(pool: PgPool) {
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_killed_saga_service_is_resumed_by_its_replacement(pool: PgPool) {
-    service_runtime::telemetry::init(service_runtime::telemetry::LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     let command = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     create_product(&mut c, "SKU-1", 5).await;

@@ -97,7 +97,7 @@ pub async fn start(pool: &PgPool) -> System {
 }
 
 pub async fn start_with(pool: &PgPool, tune: impl FnOnce(&mut saga_service::Config)) -> System {
-    service_runtime::telemetry::init(LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     let command = start_command_service(pool).await;
     let query = start_query_service(pool).await;
     let mut config = saga_config(pool, command.addr);

@@ -49,7 +49,7 @@ async fn effects(pool: &PgPool, order_id: &str) -> [i64; 6] {
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_step_done_but_unanswered_past_its_deadline_goes_forward(pool: PgPool) {
-    service_runtime::telemetry::init(service_runtime::telemetry::LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     let command = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     create_product(&mut c, "SKU-1", 5).await;
@@ -76,7 +76,7 @@ async fn a_step_done_but_unanswered_past_its_deadline_goes_forward(pool: PgPool)
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_step_that_never_arrived_is_voided_and_cannot_land_later(pool: PgPool) {
-    service_runtime::telemetry::init(service_runtime::telemetry::LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     let command = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     create_product(&mut c, "SKU-1", 5).await;
@@ -128,7 +128,7 @@ async fn a_step_that_never_arrived_is_voided_and_cannot_land_later(pool: PgPool)
 async fn a_worker_killed_between_the_answer_and_the_save_is_resumed_past_its_deadline(
     pool: PgPool,
 ) {
-    service_runtime::telemetry::init(service_runtime::telemetry::LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     let command = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     create_product(&mut c, "SKU-1", 5).await;
@@ -222,7 +222,7 @@ async fn a_confirmation_that_never_ran_by_its_deadline_is_compensated_in_reverse
     pool: PgPool,
 ) {
     use saga_service::saga::{Saga, SagaLine, Step, StepResult};
-    service_runtime::telemetry::init(service_runtime::telemetry::LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     let command = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     create_product(&mut c, "SKU-1", 5).await;

@@ -1,6 +1,8 @@
 //! The saga end to end: command-service, query-service and saga-service on port 0 against
 //! one fresh database, driven through their gRPC clients.
 
+test_support::database_for_tests!();
+
 mod failures;
 mod helpers;
 mod in_doubt;

@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_customer_cancellation_while_the_saga_runs_is_compensated(pool: PgPool) {
-    service_runtime::telemetry::init(service_runtime::telemetry::LogFormat::Human);
+    service_runtime::telemetry::init_for_tests();
     let front = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(front.channel().await);
     let down = free_addr().await;

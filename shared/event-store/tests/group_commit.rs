@@ -1,7 +1,9 @@
 //! Group commit against a real PostgreSQL: commands written together each get their own
 //! result, exactly as if written alone, and share a transaction only when that is safe.
 //!
-//! Needs `DATABASE_URL` (see `tests/postgres.rs`).
+//! Uses `DATABASE_URL`, or a throwaway PostgreSQL (see `tests/postgres.rs`).
+
+test_support::database_for_tests!();
 
 use chrono::Utc;
 use event_store::{

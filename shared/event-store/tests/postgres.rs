@@ -1,8 +1,10 @@
 //! The event store against a real PostgreSQL: the conformance suite plus what only a real
 //! database can show (late commits, lost notifications, SQLSTATE-based conflicts).
 //!
-//! Needs `DATABASE_URL` pointing at a PostgreSQL where it may create databases;
-//! `scripts/test` provides one. Each test gets a fresh, migrated database.
+//! Uses `DATABASE_URL` (a PostgreSQL where it may create databases) when set, else a
+//! throwaway one it starts itself. Each test gets a fresh, migrated database.
+
+test_support::database_for_tests!();
 
 use event_store::{
     AggregateId, AppendOptions, EventStore, ExpectedVersion, Position, PostgresEventStore,

@@ -2,7 +2,10 @@
 //! loopback, stop it gracefully (or abruptly, to simulate a crash).
 
 pub mod builders;
+pub mod database;
 pub mod proxy;
+
+pub use ctor;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
