@@ -85,7 +85,11 @@ free_port() {
 # without_coverage COMMAND...: runs COMMAND without the instrumentation scripts/coverage's
 # environment adds to builds (the compose test builds the release binaries users get).
 without_coverage() {
-    env -u RUSTFLAGS -u CARGO_TARGET_DIR -u LLVM_PROFILE_FILE -u CARGO_LLVM_COV \
-        -u CARGO_LLVM_COV_SHOW_ENV -u CARGO_LLVM_COV_TARGET_DIR -u CARGO_BUILD_RUSTFLAGS \
-        -u RUSTDOCFLAGS -u CARGO_ENCODED_RUSTFLAGS "$@"
+    local unset=() name
+    for name in $(compgen -e); do
+        case "$name" in
+            RUSTC_WRAPPER | LLVM_PROFILE_FILE | CARGO_LLVM_COV* | __CARGO_LLVM_COV*) unset+=(-u "$name") ;;
+        esac
+    done
+    env "${unset[@]}" "$@"
 }

@@ -9,4 +9,5 @@ mod idempotency;
 mod instances;
 mod invariants;
 mod lifecycle;
+mod process;
 mod snapshots;

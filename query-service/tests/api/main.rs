@@ -6,6 +6,7 @@ test_support::database_for_tests!();
 mod consistency;
 mod errors;
 mod helpers;
+mod process;
 mod rebuild;
 mod resilience;
 mod status;

@@ -8,3 +8,4 @@ mod helpers;
 mod in_doubt;
 mod operations;
 mod paths;
+mod process;

@@ -3,6 +3,7 @@
 
 pub mod builders;
 pub mod database;
+pub mod process;
 pub mod proxy;
 
 pub use ctor;
