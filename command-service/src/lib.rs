@@ -50,6 +50,9 @@ pub struct Config {
     /// Snapshot an aggregate every this many events (0 turns snapshots off).
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
     pub snapshot_every: u64,
+    /// Where to serve Prometheus metrics (`/metrics`), or `off`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9101")]
+    pub metrics_addr: service_runtime::metrics::MetricsAddr,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -84,6 +87,8 @@ pub async fn run_with_clock(
         ],
     )
     .await?;
+    let _metrics = service_runtime::metrics::start(config.metrics_addr, "command-service").await?;
+    let _pool_metrics = service_runtime::metrics::sample_pool(pool.clone(), "command-service");
     let store = PostgresEventStore::new(pool.clone()).with_command_writers(config.command_writers);
     let pipeline = pipeline::Pipeline::new(store, clock, config.snapshot_every);
 
@@ -95,7 +100,7 @@ pub async fn run_with_clock(
     let api = CommandServiceServer::new(grpc::CommandApi::new(pipeline))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let router = tonic::transport::Server::builder()
+    let router = server::builder("command-service")
         .timeout(Duration::from_secs(30))
         .add_service(health)
         .add_service(reflection_v1)

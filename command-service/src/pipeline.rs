@@ -27,6 +27,7 @@ use event_store::{
 };
 use serde_json::json;
 use service_runtime::Clock;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -111,6 +112,7 @@ impl Pipeline {
         for id in ids {
             self.cache.evict(id);
         }
+        metrics::counter!("command_redecisions_total", "reason" => "unverified").increment(1);
         let mut session = Session::new(&self.store);
         let decided = decide(
             &envelope.command,
@@ -134,7 +136,12 @@ impl Pipeline {
         loop {
             let detail = match decided {
                 Ok(detail) => detail,
-                Err(err) => return self.replay_or(envelope, err).await,
+                Err(err) => {
+                    if matches!(err, CommandError::Conflict { .. }) {
+                        metrics::counter!("command_version_conflicts_total").increment(1);
+                    }
+                    return self.replay_or(envelope, err).await;
+                }
             };
             match self.commit(envelope, session, detail).await {
                 Ok(Some(outcome)) => return Ok(outcome),
@@ -147,6 +154,9 @@ impl Pipeline {
                 Err(CommandError::Conflict { .. })
                     if envelope.expected_version.is_none() && attempt < MAX_ATTEMPTS =>
                 {
+                    metrics::counter!("command_version_conflicts_total").increment(1);
+                    metrics::counter!("command_redecisions_total", "reason" => "conflict")
+                        .increment(1);
                     tracing::debug!(
                         attempt,
                         command = envelope.command_type,
@@ -157,7 +167,12 @@ impl Pipeline {
                     tokio::time::sleep(std::time::Duration::from_millis(attempt as u64 + jitter))
                         .await;
                 }
-                Err(err) => return self.replay_or(envelope, err).await,
+                Err(err) => {
+                    if matches!(err, CommandError::Conflict { .. }) {
+                        metrics::counter!("command_version_conflicts_total").increment(1);
+                    }
+                    return self.replay_or(envelope, err).await;
+                }
             }
             attempt += 1;
             session = Session::new(&self.store);
@@ -190,15 +205,18 @@ impl Pipeline {
                 record,
             })
             .await?;
-        match written {
-            CommandWrite::Appended(_) => Ok(true),
+        let voided = match written {
+            CommandWrite::Appended(_) => true,
             CommandWrite::AlreadyRecorded => {
                 let recorded = self.store.find_command(command_id).await?.ok_or_else(|| {
                     CommandError::Internal("command id recorded but not found".into())
                 })?;
-                Ok(recorded.command_type == VOIDED)
+                recorded.command_type == VOIDED
             }
-        }
+        };
+        let result = if voided { "voided" } else { "ran" };
+        metrics::counter!("command_voids_total", "result" => result).increment(1);
+        Ok(voided)
     }
 
     /// The recorded outcome if the command id was used before, else `err`.
@@ -230,6 +248,7 @@ impl Pipeline {
         if recorded.request_hash != envelope.request_hash {
             return Err(CommandError::CommandIdReused(envelope.command_id));
         }
+        metrics::counter!("command_replays_total").increment(1);
         let mut outcome: Outcome = serde_json::from_value(recorded.outcome).map_err(|err| {
             CommandError::Internal(format!("recorded outcome does not decode: {err}"))
         })?;
@@ -274,6 +293,7 @@ impl Pipeline {
         match self
             .store
             .append_command(CommandAppend { streams, record })
+            .instrument(tracing::info_span!("append"))
             .await?
         {
             CommandWrite::AlreadyRecorded => Ok(None),
@@ -341,8 +361,9 @@ impl Pipeline {
                 state: json!({ "position": position, "state": state }),
                 taken_at: now,
             };
-            if let Err(err) = store.save_snapshot(snapshot).await {
-                tracing::warn!(error = %err, "could not save a snapshot");
+            match store.save_snapshot(snapshot).await {
+                Ok(()) => metrics::counter!("command_snapshots_written_total").increment(1),
+                Err(err) => tracing::warn!(error = %err, "could not save a snapshot"),
             }
         });
     }
@@ -528,6 +549,11 @@ impl<'a> Session<'a> {
                     let state = Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone());
                     Some(Entry::new::<A>(id, state, c.version, c.last_position))
                 });
+                if self.cache.is_some() {
+                    let result = if cached.is_some() { "hit" } else { "miss" };
+                    metrics::counter!("command_aggregate_cache_total", "result" => result)
+                        .increment(1);
+                }
                 let entry = match cached {
                     Some(entry) => entry.unverified(),
                     None if self.assume_new => {
@@ -593,6 +619,14 @@ impl<'a> Session<'a> {
         envelope: &Envelope,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Vec<StreamAppend> {
+        // The trace of the call that decided the events goes with them (W3C traceparent,
+        // as the CloudEvents distributed-tracing extension stores it), so whoever acts on
+        // them later (the saga) continues it.
+        let extra: std::collections::BTreeMap<String, serde_json::Value> =
+            service_runtime::telemetry::current_traceparent()
+                .map(|tp| ("traceparent".to_owned(), serde_json::Value::String(tp)))
+                .into_iter()
+                .collect();
         self.entries
             .iter()
             .filter(|e| !e.pending.is_empty())
@@ -625,7 +659,7 @@ impl<'a> Session<'a> {
                             metadata: Metadata {
                                 correlation_id: Some(envelope.correlation_id),
                                 causation_id: Some(envelope.command_id),
-                                extra: Default::default(),
+                                extra: extra.clone(),
                             },
                         }
                     })

@@ -2,7 +2,6 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use chrono::Utc;
 use contracts::orders::v1::{self as pb, query_service_server::QueryService};
 use event_store::{AggregateId, EventStore, Position, PostgresEventStore};
 use service_runtime::edge::{database_status as db_error, split_page};
@@ -15,6 +14,7 @@ use crate::{
     db,
     edge::{self, Fields},
     projection::ProjectionState,
+    status,
 };
 
 /// Serves the read API.
@@ -52,7 +52,17 @@ impl QueryApi {
             )));
         }
         let mut checkpoint = self.state.subscribe();
-        match tokio::time::timeout(wait, checkpoint.wait_for(|p| *p >= token)).await {
+        let started = std::time::Instant::now();
+        let reached = tokio::time::timeout(wait, checkpoint.wait_for(|p| *p >= token)).await;
+        let result = if matches!(reached, Ok(Ok(_))) {
+            "reached"
+        } else {
+            "timed_out"
+        };
+        metrics::counter!("query_consistency_waits_total", "result" => result).increment(1);
+        metrics::histogram!("query_consistency_wait_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match reached {
             Ok(Ok(_)) => Ok(()),
             _ => Err(Status::unavailable(format!(
                 "the read models have not reached consistency token {token} after {} ms; retry later",
@@ -406,46 +416,12 @@ impl QueryService for QueryApi {
         &self,
         _request: Request<pb::GetProjectionStatusRequest>,
     ) -> Result<Response<pb::GetProjectionStatusResponse>, Status> {
-        let head = self
-            .store
-            .head()
+        let projections = status::projections(&self.pool, &self.store)
             .await
-            .map_err(store_error)?
-            .unwrap_or(Position::START);
-        let age = |t: Option<chrono::DateTime<Utc>>| {
-            t.map_or(0, |t| (Utc::now() - t).num_milliseconds().max(0))
-        };
-        let (held_back_events, held_since) = db::held_back(&self.pool).await.map_err(db_error)?;
-        let head_event = i64::try_from(head.global_position).unwrap_or(i64::MAX);
-        let mut projections = Vec::new();
-        for checkpoint in db::checkpoints(&self.pool).await.map_err(db_error)? {
-            let (lag_events, oldest) = db::lag(
-                &self.pool,
-                checkpoint.position,
-                checkpoint.event_types.as_deref(),
-            )
-            .await
-            .map_err(db_error)?;
-            let checkpoint_event = db::event_at_or_before(&self.pool, checkpoint.position)
-                .await
-                .map_err(db_error)?;
-            projections.push(pb::ProjectionStatus {
-                name: checkpoint.projection,
-                state: checkpoint.state,
-                last_error: checkpoint.last_error.unwrap_or_default(),
-                checkpoint: checkpoint.position.to_token(),
-                head: head.to_token(),
-                lag_events,
-                lag_ms: age(oldest),
-                events_applied: checkpoint.events_applied,
-                unknown_skipped: checkpoint.unknown_skipped,
-                checkpoint_event,
-                head_event,
-                held_back_events,
-                held_back_ms: age(held_since),
-                event_types: checkpoint.event_types.unwrap_or_default(),
-            });
-        }
+            .map_err(|err| match err {
+                status::StatusError::Store(err) => store_error(err),
+                status::StatusError::Database(err) => db_error(err),
+            })?;
         Ok(Response::new(pb::GetProjectionStatusResponse {
             projections,
             leader: self.state.is_leader(),

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod model;
 pub mod projection;
 pub mod rebuild;
+pub mod status;
 pub mod views;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -61,6 +62,9 @@ pub struct Config {
     /// Most database connections to hold.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,
+    /// Where to serve Prometheus metrics (`/metrics`), or `off`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
+    pub metrics_addr: service_runtime::metrics::MetricsAddr,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -78,6 +82,8 @@ pub async fn run(
         &[("application_name", "query-service")],
     )
     .await?;
+    let _metrics = service_runtime::metrics::start(config.metrics_addr, "query-service").await?;
+    let _pool_metrics = service_runtime::metrics::sample_pool(pool.clone(), "query-service");
     let store = PostgresEventStore::new(pool.clone());
     let state = Arc::new(projection::ProjectionState::default());
     let (stop, stopping) = watch::channel(false);
@@ -90,6 +96,7 @@ pub async fn run(
         stopping.clone(),
     ));
 
+    let _status_metrics = status::sample(pool.clone(), store.clone(), state.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_state = state.clone();
     let health_watch =
@@ -98,7 +105,7 @@ pub async fn run(
         });
     let (reflection_v1, reflection_v1alpha) = server::reflection(SERVICE_NAME);
     let api = QueryServiceServer::new(grpc::QueryApi::new(pool.clone(), store, state, stopping));
-    let router = tonic::transport::Server::builder()
+    let router = server::builder("query-service")
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    service_runtime::telemetry::init(cli.config.log_format);
+    let _telemetry = service_runtime::telemetry::init(cli.config.log_format, "query-service");
     match cli.command.unwrap_or(Subcommand::Serve) {
         Subcommand::Serve => {
             let listener = tokio::net::TcpListener::bind(cli.config.listen)

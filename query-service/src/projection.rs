@@ -463,8 +463,15 @@ async fn lead(
                 return Lead::Retry;
             }
         };
+        let started = std::time::Instant::now();
         match apply_batch(conn, db::LIVE, READ_MODELS, checkpoint, &batch).await {
             Ok(applied) => {
+                metrics::histogram!("projection_batch_seconds", "projection" => READ_MODELS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("projection_events_applied_total", "projection" => READ_MODELS)
+                    .increment(u64::try_from(applied.applied).unwrap_or(0));
+                metrics::counter!("projection_events_skipped_total", "projection" => READ_MODELS)
+                    .increment(u64::try_from(applied.skipped).unwrap_or(0));
                 checkpoint = applied.position;
                 // Views first: a read that sees the new checkpoint must find them.
                 state.views.put_batch(applied.orders);

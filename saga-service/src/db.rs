@@ -10,7 +10,7 @@ use crate::saga::{Saga, SagaLine, SagaState, Settling, Step, StepRecord};
 
 const COLUMNS: &str = "order_id, customer_id, lines, total_minor, currency, payment_method, state, parked_from, \
      plan, steps, attempts, next_attempt_at, step_deadline, settling, reason, cancel_requested, cancel_reason, \
-     last_error, created_at, updated_at";
+     last_error, created_at, updated_at, trace_parent";
 
 fn corrupt(what: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("stored saga has an unknown {what}").into())
@@ -54,6 +54,7 @@ fn from_row(row: &PgRow) -> Result<Saga, sqlx::Error> {
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        trace_parent: row.try_get("trace_parent")?,
     })
 }
 
@@ -61,8 +62,8 @@ fn from_row(row: &PgRow) -> Result<Saga, sqlx::Error> {
 pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO sagas (order_id, customer_id, lines, total_minor, currency, payment_method, state, plan, steps, \
-           attempts, next_attempt_at, step_deadline, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+           attempts, next_attempt_at, step_deadline, created_at, updated_at, trace_parent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(saga.order_id)
@@ -79,6 +80,7 @@ pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Er
     .bind(saga.step_deadline)
     .bind(saga.created_at)
     .bind(saga.updated_at)
+    .bind(&saga.trace_parent)
     .execute(conn)
     .await?;
     Ok(())
@@ -295,6 +297,13 @@ pub async fn advance(
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// How many sagas are in each state.
+pub async fn count_by_state(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT state, count(*) FROM sagas GROUP BY state")
+        .fetch_all(pool)
+        .await
 }
 
 /// Takes the follower's leadership lock on this session, if free.

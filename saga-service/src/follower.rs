@@ -48,6 +48,7 @@ pub async fn run(
         match db::try_lead(&mut conn, FOLLOWER).await {
             Ok(true) => {
                 tracing::info!("this instance now follows the log for sagas");
+                metrics::gauge!("saga_follower_leader").set(1.0);
                 if let Err(err) = follow(
                     &mut conn,
                     &store,
@@ -58,6 +59,7 @@ pub async fn run(
                 )
                 .await
                 {
+                    metrics::gauge!("saga_follower_leader").set(0.0);
                     tracing::warn!(error = %err, "saga follower stopped; restarting");
                     pause(&mut shutdown, Duration::from_millis(500)).await;
                 }
@@ -131,7 +133,7 @@ async fn handle(
     };
     match event {
         DomainEvent::OrderPlaced(placed) => {
-            let saga = Saga::start(
+            let mut saga = Saga::start(
                 placed.order_id.as_uuid(),
                 placed.customer_id.as_uuid(),
                 placed
@@ -148,7 +150,14 @@ async fn handle(
                 clock.now(),
                 policy,
             );
+            saga.trace_parent = recorded
+                .metadata
+                .extra
+                .get("traceparent")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
             db::insert(tx, &saga).await?;
+            metrics::counter!("saga_started_total").increment(1);
             Ok(1)
         }
         DomainEvent::OrderCancelled(cancelled) => {

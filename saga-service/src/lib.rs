@@ -87,6 +87,9 @@ pub struct Config {
     /// there instead. For crash tests; never set in production.
     #[arg(long, env = "SAGA_FAILPOINT", hide = true)]
     pub failpoint: Option<worker::Failpoint>,
+    /// Where to serve Prometheus metrics (`/metrics`), or `off`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9103")]
+    pub metrics_addr: service_runtime::metrics::MetricsAddr,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -138,6 +141,8 @@ pub async fn run_with_clock(
         ],
     )
     .await?;
+    let _metrics = service_runtime::metrics::start(config.metrics_addr, "saga-service").await?;
+    let _pool_metrics = service_runtime::metrics::sample_pool(pool.clone(), "saga-service");
     let store = PostgresEventStore::new(pool.clone());
     let policy = config.policy();
     // Lazy: the saga retries while command-service is away instead of refusing to start.
@@ -173,11 +178,12 @@ pub async fn run_with_clock(
         tasks.push(AbortOnDrop::spawn(worker.run(stopping.clone())));
     }
 
+    let _state_metrics = worker::sample_states(pool.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_watch = server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), || true);
     let (reflection_v1, reflection_v1alpha) = server::reflection(SERVICE_NAME);
     let api = SagaServiceServer::new(grpc::SagaApi::new(pool.clone(), clock, policy, work));
-    let router = tonic::transport::Server::builder()
+    let router = server::builder("saga-service")
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -340,6 +340,8 @@ pub struct Saga {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// The W3C traceparent of the call that placed the order, if it was traced.
+    pub trace_parent: Option<String>,
 }
 
 impl Saga {
@@ -380,6 +382,7 @@ impl Saga {
             last_error: None,
             created_at: now,
             updated_at: now,
+            trace_parent: None,
         };
         saga.enter_step(now, policy);
         saga

@@ -148,6 +148,8 @@ pub async fn void(
 fn request<T>(saga: &Saga, timeout: Duration, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
+    // The step's span (a child of the trace that placed the order) goes with the call.
+    service_runtime::telemetry::inject(request.metadata_mut());
     if let Ok(value) = saga.order_id.to_string().parse() {
         request.metadata_mut().insert("x-correlation-id", value);
     }

@@ -17,9 +17,11 @@ use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+use tracing::Instrument;
+
 use crate::{
     db,
-    saga::{Action, Policy, Saga, SagaState, Step},
+    saga::{Action, Policy, Saga, SagaState, Step, StepResult, VoidResult},
     steps,
 };
 
@@ -121,22 +123,66 @@ impl Worker {
             }
             let now = self.clock.now();
             let action = saga.next_action(now);
+            let before = (saga.state, saga.settling);
             match action {
                 Action::Send(step) => {
                     let timeout = self.attempt_timeout(&saga, step, now);
-                    let result = steps::send(&mut self.client, &saga, step, timeout).await;
+                    let started = std::time::Instant::now();
+                    let result = steps::send(&mut self.client, &saga, step, timeout)
+                        .instrument(step_span(&saga, step.as_str()))
+                        .await;
                     tracing::debug!(order_id = %saga.order_id, step = step.as_str(), ?result, "saga step");
+                    let outcome = match &result {
+                        StepResult::Succeeded => "succeeded",
+                        StepResult::Refused(_) => "refused",
+                        StepResult::Declined(_) => "declined",
+                        StepResult::Transient(_) => "transient",
+                    };
+                    metrics::histogram!("saga_step_seconds", "step" => step.as_str(), "outcome" => outcome)
+                        .record(started.elapsed().as_secs_f64());
+                    if outcome == "transient" {
+                        metrics::counter!("saga_step_retries_total", "step" => step.as_str())
+                            .increment(1);
+                    }
                     self.failpoint(step).await;
                     saga.record(step, result, self.clock.now(), &self.policy, jitter());
+                    if before.1.is_none() && saga.settling.is_some() && outcome == "transient" {
+                        metrics::counter!("saga_deadline_expiries_total", "step" => step.as_str())
+                            .increment(1);
+                    }
                 }
                 Action::Void(step) => {
                     let timeout = self.policy.attempt_timeout;
-                    let result = steps::void(&mut self.client, &saga, step, timeout).await;
+                    let result = steps::void(&mut self.client, &saga, step, timeout)
+                        .instrument(step_span(&saga, "void"))
+                        .await;
                     tracing::debug!(order_id = %saga.order_id, step = step.as_str(), ?result, "saga void");
+                    let outcome = match &result {
+                        VoidResult::Voided => "voided",
+                        VoidResult::AlreadyRan => "already_ran",
+                        VoidResult::Transient(_) => "transient",
+                    };
+                    metrics::counter!("saga_voids_total", "step" => step.as_str(), "result" => outcome)
+                        .increment(1);
                     self.failpoint(step).await;
                     saga.record_void(step, result, self.clock.now(), &self.policy, jitter());
                 }
                 Action::WaitUntil(_) | Action::Stop => {}
+            }
+            if saga.state != before.0 {
+                match saga.state {
+                    SagaState::Completed | SagaState::Compensated => {
+                        metrics::counter!("saga_finished_total", "state" => saga.state.as_str())
+                            .increment(1);
+                    }
+                    SagaState::NeedsAttention => {
+                        metrics::counter!("saga_parked_total").increment(1)
+                    }
+                    SagaState::Compensating => {
+                        metrics::counter!("saga_compensations_started_total").increment(1);
+                    }
+                    SagaState::Running => {}
+                }
             }
             let acted = matches!(action, Action::Send(_) | Action::Void(_));
             let active = matches!(saga.state, SagaState::Running | SagaState::Compensating);
@@ -215,6 +261,33 @@ impl Worker {
             _ => {}
         }
     }
+}
+
+/// The span of one call a saga makes: a child of the trace that placed its order.
+fn step_span(saga: &Saga, step: &str) -> tracing::Span {
+    let span = tracing::info_span!("saga.step", otel.name = %format!("saga {step}"), order_id = %saga.order_id, step);
+    if let Some(parent) = &saga.trace_parent {
+        service_runtime::telemetry::set_parent(&span, parent);
+    }
+    span
+}
+
+/// Samples how many sagas are in each state, every 5 s.
+pub fn sample_states(pool: PgPool) -> service_runtime::task::AbortOnDrop<()> {
+    service_runtime::task::AbortOnDrop::spawn(async move {
+        loop {
+            if let Ok(counts) = db::count_by_state(&pool).await {
+                for state in SagaState::ALL {
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| s == state.as_str())
+                        .map_or(0, |(_, n)| *n);
+                    metrics::gauge!("sagas", "state" => state.as_str()).set(n as f64);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
 }
 
 /// 0.5 to 1.5, to spread retries.

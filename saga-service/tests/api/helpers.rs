@@ -23,6 +23,7 @@ pub fn command_config(pool: &PgPool) -> command_service::Config {
         pool_size: 8,
         snapshot_every: 100,
         command_writers: event_store::DEFAULT_WRITERS,
+        metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,
     }
 }
@@ -43,6 +44,7 @@ pub fn saga_config(pool: &PgPool, command_addr: std::net::SocketAddr) -> saga_se
         max_compensation_attempts: 3,
         attempt_timeout_ms: 1_000,
         failpoint: None,
+        metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,
     }
 }
@@ -69,6 +71,7 @@ pub async fn start_query_service(pool: &PgPool) -> Running {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: test_support::database_url(pool),
         pool_size: 8,
+        metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,
     };
     Running::start(move |listener, shutdown| query_service::run(config, listener, shutdown)).await

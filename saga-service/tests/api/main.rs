@@ -6,6 +6,7 @@ test_support::database_for_tests!();
 mod failures;
 mod helpers;
 mod in_doubt;
+mod metrics;
 mod operations;
 mod paths;
 mod process;

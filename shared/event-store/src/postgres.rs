@@ -513,6 +513,9 @@ async fn try_append_commands(
         .map(|r| sqlx::types::Json(&r.outcome))
         .collect();
     let recorded_at: Vec<DateTime<Utc>> = records.map(|r| r.recorded_at).collect();
+    metrics::histogram!("event_store_group_commit_commands").record(commands.len() as f64);
+    metrics::histogram!("event_store_group_commit_events").record(columns.event_ids.len() as f64);
+    let started = std::time::Instant::now();
     let query = sqlx::query(APPEND_COMMANDS_SQL)
         .bind(&numbers)
         .bind(&stream_ids)
@@ -525,7 +528,9 @@ async fn try_append_commands(
         .bind(&outcomes)
         .bind(&recorded_at)
         .fetch_all(&mut *conn)
-        .await?;
+        .await;
+    metrics::histogram!("event_store_append_seconds").record(started.elapsed().as_secs_f64());
+    let rows = rows?;
     let mut by_command: Vec<Vec<&PgRow>> = vec![Vec::new(); commands.len()];
     for row in &rows {
         let number: i64 = row.try_get(4)?;
@@ -650,6 +655,14 @@ pub(crate) async fn write_commands(
         .any(|r| matches!(r, Ok(CommandWrite::Appended(Some(_)))))
     {
         wake(pool, notifier);
+    }
+    for (command, result) in commands.iter().zip(&results) {
+        if matches!(result, Ok(CommandWrite::Appended(Some(_)))) {
+            for event in command.streams.iter().flat_map(|s| &s.events) {
+                metrics::counter!("event_store_events_appended_total", "event_type" => event.event_type.clone())
+                    .increment(1);
+            }
+        }
     }
     results
 }

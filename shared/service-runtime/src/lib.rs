@@ -6,6 +6,8 @@ pub mod bounded;
 pub mod clock;
 pub mod database;
 pub mod edge;
+pub mod metrics;
+pub mod rpc_metrics;
 pub mod server;
 pub mod shutdown;
 pub mod task;

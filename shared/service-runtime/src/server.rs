@@ -1,4 +1,4 @@
-//! Serving a gRPC router with health, reflection, tracing and graceful shutdown.
+//! Serving a gRPC router with health, reflection, metrics, tracing and graceful shutdown.
 
 use std::{future::Future, time::Duration};
 
@@ -39,6 +39,18 @@ pub fn reflection(
         .build_v1alpha()
         .expect("the embedded descriptors are valid");
     (v1, v1alpha)
+}
+
+/// The layers every service's server runs its calls through.
+pub type Layers = tower_layer::Stack<crate::rpc_metrics::RpcMetricsLayer, tower_layer::Identity>;
+
+/// The server every service starts from: a span per call (continuing the caller's trace,
+/// see [`crate::telemetry::server_span`]) and RED metrics per RPC
+/// ([`crate::rpc_metrics`]), both labelled with `service` (`command-service`, ...).
+pub fn builder(service: &'static str) -> tonic::transport::Server<Layers> {
+    tonic::transport::Server::builder()
+        .trace_fn(move |request| crate::telemetry::server_span(service, request))
+        .layer(crate::rpc_metrics::RpcMetricsLayer::new(service))
 }
 
 /// Marks `service` (and the whole server, `""`) serving or not.
@@ -85,7 +97,7 @@ pub fn watch_health(
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits
 /// for in-flight calls to finish. Health turns NOT_SERVING before the drain starts.
 pub async fn serve(
-    router: Router,
+    router: Router<Layers>,
     listener: TcpListener,
     reporter: HealthReporter,
     service: &'static str,
