@@ -13,7 +13,7 @@ pub mod grpc;
 pub mod pipeline;
 pub mod reference;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use contracts::orders::v1::command_service_server::CommandServiceServer;
 use event_store::PostgresEventStore;
@@ -22,9 +22,6 @@ use tokio::net::TcpListener;
 
 /// The fully-qualified gRPC service name, as health checks know it.
 pub const SERVICE_NAME: &str = "orders.v1.CommandService";
-
-/// The largest request the service decodes; 100 order lines fit easily.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Configuration, from flags or environment variables.
 #[derive(Debug, Clone, clap::Parser)]
@@ -50,6 +47,9 @@ pub struct Config {
     /// Snapshot an aggregate every this many events (0 turns snapshots off).
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
     pub snapshot_every: u64,
+    /// Limits, TLS and authentication of the gRPC server.
+    #[command(flatten)]
+    pub server: service_runtime::server::ServerConfig,
     /// Where to serve Prometheus metrics (`/metrics`), or `off`.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9101")]
     pub metrics_addr: service_runtime::metrics::MetricsAddr,
@@ -92,16 +92,17 @@ pub async fn run_with_clock(
     let store = PostgresEventStore::new(pool.clone()).with_command_writers(config.command_writers);
     let pipeline = pipeline::Pipeline::new(store, clock, config.snapshot_every);
 
-    let (reporter, health) = tonic_health::server::health_reporter();
+    let limits = &config.server.limits;
+    let (reporter, health, reflection_v1, reflection_v1alpha) =
+        server::standard_services(SERVICE_NAME, limits);
     server::set_health(&reporter, SERVICE_NAME, true).await;
     let health_watch = server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), || true);
-    let (reflection_v1, reflection_v1alpha) = server::reflection(SERVICE_NAME);
 
-    let api = CommandServiceServer::new(grpc::CommandApi::new(pipeline))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let router = server::builder("command-service")
-        .timeout(Duration::from_secs(30))
+    let api = service_runtime::limit_messages!(
+        CommandServiceServer::new(grpc::CommandApi::new(pipeline)),
+        limits
+    );
+    let router = server::builder("command-service", &config.server)?
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

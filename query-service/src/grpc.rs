@@ -23,6 +23,7 @@ pub struct QueryApi {
     store: PostgresEventStore,
     state: Arc<ProjectionState>,
     shutdown: watch::Receiver<bool>,
+    max_watch_streams: usize,
 }
 
 impl QueryApi {
@@ -32,12 +33,14 @@ impl QueryApi {
         store: PostgresEventStore,
         state: Arc<ProjectionState>,
         shutdown: watch::Receiver<bool>,
+        max_watch_streams: usize,
     ) -> Self {
         Self {
             pool,
             store,
             state,
             shutdown,
+            max_watch_streams,
         }
     }
 
@@ -388,6 +391,13 @@ impl QueryService for QueryApi {
         let id = f.uuid("order_id", &r.order_id);
         let token = f.token("consistency_token", &r.consistency_token);
         let (id, token) = f.finish(|| Some((id?, token?)))?;
+        // Counted from here, so streams still starting count against the cap too.
+        let guard = self.state.watcher(self.max_watch_streams).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "{} WatchOrder streams are open, the most this instance serves; retry later",
+                self.max_watch_streams
+            ))
+        })?;
         self.reach(token, wait).await?;
         let first = order_view(&self.state, &self.pool, id)
             .await?
@@ -404,7 +414,6 @@ impl QueryService for QueryApi {
         };
         let checkpoint = self.state.subscribe();
         let shutdown = self.shutdown.clone();
-        let guard = self.state.watcher();
         tokio::spawn(async move {
             let _guard = guard;
             watch.run(checkpoint, shutdown).await;

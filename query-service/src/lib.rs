@@ -62,6 +62,13 @@ pub struct Config {
     /// Most database connections to hold.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,
+    /// The most WatchOrder streams open at once; past this, a new one is refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_WATCH_STREAMS", default_value_t = 1_000)]
+    pub max_watch_streams: usize,
+    /// Limits, TLS and authentication of the gRPC server.
+    #[command(flatten)]
+    pub server: service_runtime::server::ServerConfig,
     /// Where to serve Prometheus metrics (`/metrics`), or `off`.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
     pub metrics_addr: service_runtime::metrics::MetricsAddr,
@@ -97,15 +104,25 @@ pub async fn run(
     ));
 
     let _status_metrics = status::sample(pool.clone(), store.clone(), state.clone());
-    let (reporter, health) = tonic_health::server::health_reporter();
+    let limits = &config.server.limits;
+    let (reporter, health, reflection_v1, reflection_v1alpha) =
+        server::standard_services(SERVICE_NAME, limits);
     let health_state = state.clone();
     let health_watch =
         server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), move || {
             health_state.stopped().is_none()
         });
-    let (reflection_v1, reflection_v1alpha) = server::reflection(SERVICE_NAME);
-    let api = QueryServiceServer::new(grpc::QueryApi::new(pool.clone(), store, state, stopping));
-    let router = server::builder("query-service")
+    let api = service_runtime::limit_messages!(
+        QueryServiceServer::new(grpc::QueryApi::new(
+            pool.clone(),
+            store,
+            state,
+            stopping,
+            config.max_watch_streams,
+        )),
+        limits
+    );
+    let router = server::builder("query-service", &config.server)?
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -302,10 +302,14 @@ impl ProjectionState {
         self.watchers.load(Ordering::Relaxed)
     }
 
-    /// Counts an open watcher until the guard drops.
-    pub fn watcher(self: &Arc<Self>) -> WatcherGuard {
-        self.watchers.fetch_add(1, Ordering::Relaxed);
-        WatcherGuard(self.clone())
+    /// Counts an open watcher until the guard drops; `None` when `max` are open already.
+    pub fn watcher(self: &Arc<Self>, max: usize) -> Option<WatcherGuard> {
+        self.watchers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(WatcherGuard(self.clone()))
     }
 }
 

@@ -49,6 +49,27 @@ pub struct Config {
         default_value = "http://127.0.0.1:50051"
     )]
     pub command_service_url: String,
+    /// PEM CA certificate to trust for command-service's TLS (an `https://` URL).
+    #[arg(long, env = "COMMAND_SERVICE_CA")]
+    pub command_service_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate to present to command-service (mutual TLS).
+    #[arg(
+        long,
+        env = "COMMAND_SERVICE_CLIENT_CERT",
+        requires = "command_service_client_key"
+    )]
+    pub command_service_client_cert: Option<std::path::PathBuf>,
+    /// PEM key of --command-service-client-cert.
+    #[arg(
+        long,
+        env = "COMMAND_SERVICE_CLIENT_KEY",
+        requires = "command_service_client_cert"
+    )]
+    pub command_service_client_key: Option<std::path::PathBuf>,
+    /// The token (a JWT with the role orders.write) saga-service presents to
+    /// command-service, when command-service checks tokens.
+    #[arg(long, env = "COMMAND_SERVICE_TOKEN", hide_env_values = true)]
+    pub command_service_token: Option<String>,
     /// Most database connections to hold.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,
@@ -87,6 +108,9 @@ pub struct Config {
     /// there instead. For crash tests; never set in production.
     #[arg(long, env = "SAGA_FAILPOINT", hide = true)]
     pub failpoint: Option<worker::Failpoint>,
+    /// Limits, TLS and authentication of the gRPC server.
+    #[command(flatten)]
+    pub server: service_runtime::server::ServerConfig,
     /// Where to serve Prometheus metrics (`/metrics`), or `off`.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9103")]
     pub metrics_addr: service_runtime::metrics::MetricsAddr,
@@ -146,11 +170,20 @@ pub async fn run_with_clock(
     let store = PostgresEventStore::new(pool.clone());
     let policy = config.policy();
     // Lazy: the saga retries while command-service is away instead of refusing to start.
-    let channel = Endpoint::from_shared(config.command_service_url.clone())?
+    let mut endpoint = Endpoint::from_shared(config.command_service_url.clone())?
         .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .connect_lazy();
-    let client = CommandServiceClient::new(channel);
+        .tcp_nodelay(true);
+    if let Some(ca) = &config.command_service_ca {
+        let identity = config
+            .command_service_client_cert
+            .as_deref()
+            .zip(config.command_service_client_key.as_deref());
+        endpoint = endpoint.tls_config(service_runtime::tls::client(ca, identity, None)?)?;
+    }
+    let client = CommandServiceClient::with_interceptor(
+        endpoint.connect_lazy(),
+        service_runtime::auth::BearerToken::new(config.command_service_token.as_deref())?,
+    );
     let work = Arc::new(Notify::new());
     let (stop, stopping) = watch::channel(false);
 
@@ -179,11 +212,15 @@ pub async fn run_with_clock(
     }
 
     let _state_metrics = worker::sample_states(pool.clone());
-    let (reporter, health) = tonic_health::server::health_reporter();
+    let limits = &config.server.limits;
+    let (reporter, health, reflection_v1, reflection_v1alpha) =
+        server::standard_services(SERVICE_NAME, limits);
     let health_watch = server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), || true);
-    let (reflection_v1, reflection_v1alpha) = server::reflection(SERVICE_NAME);
-    let api = SagaServiceServer::new(grpc::SagaApi::new(pool.clone(), clock, policy, work));
-    let router = server::builder("saga-service")
+    let api = service_runtime::limit_messages!(
+        SagaServiceServer::new(grpc::SagaApi::new(pool.clone(), clock, policy, work)),
+        limits
+    );
+    let router = server::builder("saga-service", &config.server)?
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -8,10 +8,15 @@ use tonic::{Code, transport::Channel};
 
 use crate::saga::{Saga, Step, StepResult, VoidResult};
 
+/// command-service's client, presenting saga-service's token.
+pub type CommandClient = CommandServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, service_runtime::auth::BearerToken>,
+>;
+
 /// Sends `step` of `saga`, with the step's idempotency key and the saga's order id as the
 /// correlation id.
 pub async fn send(
-    client: &mut CommandServiceClient<Channel>,
+    client: &mut CommandClient,
     saga: &Saga,
     step: Step,
     timeout: Duration,
@@ -118,7 +123,7 @@ pub async fn send(
 
 /// Voids the command id of `step`, so that an attempt still on its way cannot run later.
 pub async fn void(
-    client: &mut CommandServiceClient<Channel>,
+    client: &mut CommandClient,
     saga: &Saga,
     step: Step,
     timeout: Duration,

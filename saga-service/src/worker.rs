@@ -10,11 +10,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use contracts::orders::v1::command_service_client::CommandServiceClient;
 use service_runtime::Clock;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use tracing::Instrument;
@@ -67,7 +65,7 @@ pub struct Worker {
     /// The saga table's database.
     pub pool: PgPool,
     /// command-service.
-    pub client: CommandServiceClient<Channel>,
+    pub client: steps::CommandClient,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Deadlines and retries.

@@ -32,6 +32,7 @@ pub async fn start_command_service(pool: &PgPool) -> Running {
         pool_size: 8,
         snapshot_every: 100,
         command_writers: event_store::DEFAULT_WRITERS,
+        server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,
     };
@@ -43,6 +44,8 @@ pub async fn start_query_service(pool: &PgPool) -> Running {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: test_support::database_url(pool),
         pool_size: 8,
+        max_watch_streams: 1_000,
+        server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,
     };

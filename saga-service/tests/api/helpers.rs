@@ -23,6 +23,7 @@ pub fn command_config(pool: &PgPool) -> command_service::Config {
         pool_size: 8,
         snapshot_every: 100,
         command_writers: event_store::DEFAULT_WRITERS,
+        server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,
     }
@@ -33,6 +34,10 @@ pub fn saga_config(pool: &PgPool, command_addr: std::net::SocketAddr) -> saga_se
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: test_support::database_url(pool),
         command_service_url: format!("http://{command_addr}"),
+        command_service_ca: None,
+        command_service_client_cert: None,
+        command_service_client_key: None,
+        command_service_token: None,
         pool_size: 8,
         workers: 4,
         lease_ms: 1_000,
@@ -44,6 +49,7 @@ pub fn saga_config(pool: &PgPool, command_addr: std::net::SocketAddr) -> saga_se
         max_compensation_attempts: 3,
         attempt_timeout_ms: 1_000,
         failpoint: None,
+        server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,
     }
@@ -67,14 +73,20 @@ pub async fn start_command_service_at(pool: &PgPool, addr: std::net::SocketAddr)
 }
 
 pub async fn start_query_service(pool: &PgPool) -> Running {
-    let config = query_service::Config {
+    let config = query_config(pool);
+    Running::start(move |listener, shutdown| query_service::run(config, listener, shutdown)).await
+}
+
+pub fn query_config(pool: &PgPool) -> query_service::Config {
+    query_service::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: test_support::database_url(pool),
         pool_size: 8,
+        max_watch_streams: 1_000,
+        server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,
-    };
-    Running::start(move |listener, shutdown| query_service::run(config, listener, shutdown)).await
+    }
 }
 
 pub async fn start_saga_service(config: saga_service::Config) -> Running {

@@ -10,3 +10,4 @@ mod metrics;
 mod operations;
 mod paths;
 mod process;
+mod security;

@@ -41,16 +41,85 @@ pub fn reflection(
     (v1, v1alpha)
 }
 
-/// The layers every service's server runs its calls through.
-pub type Layers = tower_layer::Stack<crate::rpc_metrics::RpcMetricsLayer, tower_layer::Identity>;
+/// How every service's server is set up: its limits, TLS and authentication.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerConfig {
+    /// Message sizes, time, concurrency and connection limits.
+    #[command(flatten)]
+    pub limits: crate::limits::Limits,
+    /// TLS, optionally mutual.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsConfig,
+    /// Bearer-token authentication.
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
+}
 
-/// The server every service starts from: a span per call (continuing the caller's trace,
-/// see [`crate::telemetry::server_span`]) and RED metrics per RPC
-/// ([`crate::rpc_metrics`]), both labelled with `service` (`command-service`, ...).
-pub fn builder(service: &'static str) -> tonic::transport::Server<Layers> {
-    tonic::transport::Server::builder()
+/// The layers every service's server runs its calls through: RED metrics outside (so
+/// refused calls count too), authentication inside.
+pub type Layers = tower_layer::Stack<
+    crate::auth::AuthLayer,
+    tower_layer::Stack<crate::rpc_metrics::RpcMetricsLayer, tower_layer::Identity>,
+>;
+
+/// The server every service starts from, the one place its settings are applied: the
+/// limits, TLS, a span per call (continuing the caller's trace, see
+/// [`crate::telemetry::server_span`]), RED metrics per RPC ([`crate::rpc_metrics`]) and
+/// authentication ([`crate::auth`]), labelled with `service` (`command-service`, ...). Says
+/// at start-up, loudly, when authentication is off.
+pub fn builder(
+    service: &'static str,
+    config: &ServerConfig,
+) -> anyhow::Result<tonic::transport::Server<Layers>> {
+    let verifier = crate::auth::Verifier::from_config(&config.auth)?;
+    if verifier.is_none() {
+        tracing::warn!(
+            service,
+            "AUTHENTICATION IS OFF: anyone who can reach this port can call every RPC; \
+             set AUTH_HS256_SECRET or AUTH_PUBLIC_KEY (README: Running it securely)"
+        );
+    }
+    let mut server = config.limits.apply(tonic::transport::Server::builder());
+    match config.tls.server()? {
+        Some(tls) => {
+            server = server.tls_config(tls)?;
+            tracing::info!(
+                service,
+                mutual = config.tls.tls_client_ca.is_some(),
+                "serving TLS"
+            );
+        }
+        None => tracing::info!(service, "serving plaintext (no TLS_CERT)"),
+    }
+    Ok(server
         .trace_fn(move |request| crate::telemetry::server_span(service, request))
         .layer(crate::rpc_metrics::RpcMetricsLayer::new(service))
+        .layer(crate::auth::AuthLayer::new(verifier)))
+}
+
+/// Health and reflection for `service` (its gRPC name), with the message limits: every
+/// service serves them, open to callers without a token.
+pub fn standard_services(
+    service: &'static str,
+    limits: &crate::limits::Limits,
+) -> (
+    HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let (v1, v1alpha) = reflection(service);
+    (
+        reporter,
+        crate::limit_messages!(health, limits),
+        v1,
+        v1alpha,
+    )
 }
 
 /// Marks `service` (and the whole server, `""`) serving or not.

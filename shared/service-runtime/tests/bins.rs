@@ -80,3 +80,36 @@ async fn the_migration_step_migrates_and_says_so(pool: PgPool) {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("DATABASE_URL must be set"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_probe_speaks_tls_and_mutual_tls() {
+    let pki = test_support::security::Pki::new();
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter.set_serving::<tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>>().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            pki.pem("server.pem"),
+            pki.pem("server-key.pem"),
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(pki.pem("ca.pem")));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let target = format!("localhost:{}", addr.port());
+    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client-key.pem"));
+    let (code, out) = probe(&[&target, "--ca", &ca, "--cert", &cert, "--key", &key]);
+    assert_eq!((code, out.trim()), (0, "SERVING"));
+    let (code, out) = probe(&[&target, "--ca", &ca]);
+    assert_eq!(code, 1, "mutual TLS needs the client certificate: {out}");
+    let (code, out) = probe(&[&target]);
+    assert_eq!(code, 1, "plaintext to a TLS server: {out}");
+    let (code, _) = probe(&[&target, "--cert", &cert]);
+    assert_eq!(code, 2, "a certificate without its key is a usage error");
+}

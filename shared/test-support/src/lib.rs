@@ -5,6 +5,7 @@ pub mod builders;
 pub mod database;
 pub mod process;
 pub mod proxy;
+pub mod security;
 
 pub use ctor;
 

@@ -1,0 +1,474 @@
+//! Running securely: every RPC of every service needs a valid token with its role; TLS,
+//! mutual TLS, and the saga completing orders with all of it on; the limits every server
+//! applies.
+
+use std::{str::FromStr, time::Duration};
+
+use contracts::orders::v1::{
+    self as pb, command_service_client::CommandServiceClient,
+    query_service_client::QueryServiceClient, saga_service_client::SagaServiceClient,
+};
+use prost::Message;
+use sqlx::PgPool;
+use test_support::{
+    Running,
+    security::{Pki, SECRET, token, token_with},
+};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
+
+use crate::helpers::*;
+
+fn secured(
+    mut server: service_runtime::server::ServerConfig,
+) -> service_runtime::server::ServerConfig {
+    server.auth.auth_hs256_secret = Some(SECRET.into());
+    server
+}
+
+/// Every RPC the contracts define, as `(service, method)`, from the descriptor set the
+/// services serve: a new RPC is covered without touching this test.
+fn every_rpc() -> Vec<(String, String)> {
+    let set = prost_types::FileDescriptorSet::decode(contracts::FILE_DESCRIPTOR_SET).unwrap();
+    let mut rpcs = Vec::new();
+    for file in set.file {
+        for service in &file.service {
+            for method in &service.method {
+                rpcs.push((
+                    format!("{}.{}", file.package(), service.name()),
+                    method.name().to_owned(),
+                ));
+            }
+        }
+    }
+    rpcs
+}
+
+/// The role the README and SECURITY.md promise each RPC needs.
+fn role_of(service: &str, method: &str) -> &'static str {
+    match (service, method) {
+        ("orders.v1.CommandService", _) => "orders.write",
+        ("orders.v1.QueryService", _) => "orders.read",
+        ("orders.v1.SagaService", "RetrySaga" | "AbortSaga") => "sagas.admin",
+        ("orders.v1.SagaService", _) => "orders.read",
+        other => panic!("no role defined for {other:?}"),
+    }
+}
+
+/// Calls `path` with an empty request and `authorization`; returns the status code.
+async fn call(channel: Channel, path: &str, authorization: Option<String>) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(());
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let path = http::uri::PathAndQuery::from_str(path).unwrap();
+    match grpc.unary(request, path, codec).await {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn every_rpc_needs_a_valid_token_with_its_role(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let mut command_config = command_config(&pool);
+    command_config.server = secured(command_config.server);
+    let command = Running::start(move |l, s| command_service::run(command_config, l, s)).await;
+    let mut query_config = query_config(&pool);
+    query_config.server = secured(query_config.server);
+    let query = Running::start(move |l, s| query_service::run(query_config, l, s)).await;
+    let mut config = saga_config(&pool, command.addr);
+    config.server = secured(config.server);
+    let saga = start_saga_service(config).await;
+    let channels = [
+        ("orders.v1.CommandService", command.channel().await),
+        ("orders.v1.QueryService", query.channel().await),
+        ("orders.v1.SagaService", saga.channel().await),
+    ];
+    let bearer = |t: String| Some(format!("Bearer {t}"));
+    let every_role = ["orders.write", "orders.read", "sagas.admin"];
+    let mut checked = 0;
+    for (service, method) in every_rpc() {
+        let channel = channels
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| panic!("no server for {service}"));
+        let path = format!("/{service}/{method}");
+        let role = role_of(&service, &method);
+        let others: Vec<&str> = every_role.iter().copied().filter(|r| *r != role).collect();
+        let cases = [
+            ("no token", None, Code::Unauthenticated),
+            (
+                "not a bearer token",
+                Some("Basic dXNlcjpwYXNz".into()),
+                Code::Unauthenticated,
+            ),
+            (
+                "a malformed token",
+                bearer("not.a.jwt".into()),
+                Code::Unauthenticated,
+            ),
+            (
+                "an expired token",
+                bearer(token_with(SECRET, "orders", &[role], -120)),
+                Code::Unauthenticated,
+            ),
+            (
+                "a token signed with another secret",
+                bearer(token_with(
+                    "another secret, also thirty-two bytes long",
+                    "orders",
+                    &[role],
+                    600,
+                )),
+                Code::Unauthenticated,
+            ),
+            (
+                "a token for another audience",
+                bearer(token_with(SECRET, "billing", &[role], 600)),
+                Code::Unauthenticated,
+            ),
+            (
+                "a valid token without the role",
+                bearer(token(&others)),
+                Code::PermissionDenied,
+            ),
+        ];
+        for (what, authorization, expected) in cases {
+            assert_eq!(
+                call(channel.clone(), &path, authorization).await,
+                expected,
+                "{path}: {what}"
+            );
+        }
+        // With the role, the call goes through to the service, which answers the empty
+        // request as it would answer anyone (usually INVALID_ARGUMENT).
+        let code = call(channel.clone(), &path, bearer(token(&[role]))).await;
+        assert!(
+            !matches!(code, Code::Unauthenticated | Code::PermissionDenied),
+            "{path} with {role}: {code:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "every RPC of the three services: {checked}");
+    // Health and reflection stay open.
+    for (_, channel) in &channels {
+        assert_eq!(
+            call(channel.clone(), "/grpc.health.v1.Health/Check", None).await,
+            Code::Ok
+        );
+    }
+}
+
+/// A client for a TLS server on `addr`: trusting `ca`, presenting `identity`.
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    ca: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.pem(ca)));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(pki.pem(cert), pki.pem(key)));
+    }
+    Endpoint::from_shared(format!("https://localhost:{}", addr.port()))?
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn serving(channel: Channel) -> Result<(), tonic::Status> {
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn tls_and_mutual_tls_refuse_who_they_must(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let pki = Pki::new();
+    let mut config = command_config(&pool);
+    config.server.tls.tls_cert = Some(pki.path("server.pem"));
+    config.server.tls.tls_key = Some(pki.path("server-key.pem"));
+    let tls = Running::start(move |l, s| command_service::run(config, l, s)).await;
+    // Give the server a moment to take its database (no plaintext health check works here).
+    let mut ok = false;
+    for _ in 0..100 {
+        if let Ok(channel) = tls_channel(tls.addr, &pki, "ca.pem", None).await
+            && serving(channel).await.is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a TLS client that trusts the CA is served");
+    // A plaintext client gets no answer from a TLS server.
+    let plain = Endpoint::from_shared(format!("http://{}", tls.addr))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2));
+    let refused = match plain.connect().await {
+        Ok(channel) => serving(channel).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a plaintext client fails");
+    // A client that trusts another CA refuses the server.
+    assert!(
+        tls_channel(tls.addr, &pki, "other-ca.pem", None)
+            .await
+            .is_err()
+            || serving(
+                tls_channel(tls.addr, &pki, "other-ca.pem", None)
+                    .await
+                    .unwrap()
+            )
+            .await
+            .is_err()
+    );
+
+    // Mutual TLS: a client certificate from the CA is required.
+    let mut config = command_config(&pool);
+    config.server.tls.tls_cert = Some(pki.path("server.pem"));
+    config.server.tls.tls_key = Some(pki.path("server-key.pem"));
+    config.server.tls.tls_client_ca = Some(pki.path("ca.pem"));
+    let mutual = Running::start(move |l, s| command_service::run(config, l, s)).await;
+    let mut ok = false;
+    for _ in 0..100 {
+        if let Ok(channel) = tls_channel(
+            mutual.addr,
+            &pki,
+            "ca.pem",
+            Some(("client.pem", "client-key.pem")),
+        )
+        .await
+            && serving(channel).await.is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a client with a certificate from the CA is served");
+    for (what, identity) in [
+        ("no client certificate", None),
+        (
+            "a client certificate from another CA",
+            Some(("other-client.pem", "other-client-key.pem")),
+        ),
+    ] {
+        let refused = match tls_channel(mutual.addr, &pki, "ca.pem", identity).await {
+            Ok(channel) => serving(channel).await.is_err(),
+            Err(_) => true,
+        };
+        assert!(refused, "mutual TLS refuses {what}");
+    }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn the_saga_completes_orders_over_mutual_tls_with_tokens(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let pki = Pki::new();
+    let mut config = command_config(&pool);
+    config.server = secured(config.server);
+    config.server.tls.tls_cert = Some(pki.path("server.pem"));
+    config.server.tls.tls_key = Some(pki.path("server-key.pem"));
+    config.server.tls.tls_client_ca = Some(pki.path("ca.pem"));
+    let command = Running::start(move |l, s| command_service::run(config, l, s)).await;
+    let mut saga_config = saga_config(&pool, command.addr);
+    saga_config.command_service_url = format!("https://localhost:{}", command.addr.port());
+    saga_config.command_service_ca = Some(pki.path("ca.pem"));
+    saga_config.command_service_client_cert = Some(pki.path("client.pem"));
+    saga_config.command_service_client_key = Some(pki.path("client-key.pem"));
+    saga_config.command_service_token = Some(token(&["orders.write"]));
+    let saga = start_saga_service(saga_config).await;
+    let mut channel = None;
+    for _ in 0..100 {
+        if let Ok(c) = tls_channel(
+            command.addr,
+            &pki,
+            "ca.pem",
+            Some(("client.pem", "client-key.pem")),
+        )
+        .await
+            && serving(c.clone()).await.is_ok()
+        {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let writer = token(&["orders.write"]);
+    let mut c = CommandServiceClient::with_interceptor(
+        channel.unwrap(),
+        move |mut r: tonic::Request<()>| {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {writer}").parse().unwrap());
+            Ok(r)
+        },
+    );
+    c.create_product(pb::CreateProductRequest {
+        command_id: id(),
+        sku: "SKU-1".into(),
+        name: "Widget".into(),
+        price: eur(PRICE),
+        initial_stock: 5,
+    })
+    .await
+    .unwrap();
+    let order_id = id();
+    c.create_order(pb::CreateOrderRequest {
+        command_id: id(),
+        order_id: order_id.clone(),
+        customer_id: id(),
+        currency: "EUR".into(),
+        lines: vec![catalogue_line("SKU-1", 1)],
+    })
+    .await
+    .unwrap();
+    c.place_order(pb::PlaceOrderRequest {
+        command_id: id(),
+        order_id: order_id.clone(),
+        payment_method: "card".into(),
+        expected_version: None,
+    })
+    .await
+    .unwrap();
+    let mut s = SagaServiceClient::new(saga.channel().await);
+    let saga = finished(&mut s, &order_id).await;
+    assert_eq!(saga.state, "completed", "{saga:#?}");
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn every_server_refuses_an_oversized_message_and_sheds_a_flood(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let mut sys = start(&pool).await;
+    let huge = "X".repeat(300 * 1024);
+    let command = sys
+        .commands
+        .cancel_order(pb::CancelOrderRequest {
+            command_id: id(),
+            order_id: id(),
+            reason: huge.clone(),
+        })
+        .await
+        .unwrap_err();
+    let query = sys
+        .queries
+        .get_order(pb::GetOrderRequest {
+            order_id: huge.clone(),
+            consistency_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    let saga = sys
+        .sagas
+        .get_saga(pb::GetSagaRequest { order_id: huge })
+        .await
+        .unwrap_err();
+    for (service, status) in [("command", command), ("query", query), ("saga", saga)] {
+        assert!(
+            matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{service}-service: {status:?}"
+        );
+    }
+
+    // A flood beyond the per-connection limit is refused at once, not queued; health, on
+    // its own connection, stays SERVING; a refused command writes nothing.
+    let mut config = command_config(&pool);
+    config.server.limits.max_calls_per_connection = 2;
+    let limited = Running::start(move |l, s| command_service::run(config, l, s)).await;
+    let flood_channel = limited.channel().await;
+    let health_channel = limited.channel().await;
+    let started = std::time::Instant::now();
+    let calls = (0..64).map(|i| {
+        let mut c = CommandServiceClient::new(flood_channel.clone());
+        async move {
+            let sku = format!("FLOOD-{i}");
+            let result = c
+                .create_product(pb::CreateProductRequest {
+                    command_id: id(),
+                    sku: sku.clone(),
+                    name: "Flood".into(),
+                    price: eur(PRICE),
+                    initial_stock: 1,
+                })
+                .await;
+            (sku, result)
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let refused: Vec<&String> = results
+        .iter()
+        .filter(|(_, r)| {
+            r.as_ref()
+                .is_err_and(|s| s.code() == Code::ResourceExhausted)
+        })
+        .map(|(sku, _)| sku)
+        .collect();
+    let ok = results.iter().filter(|(_, r)| r.is_ok()).count();
+    assert!(!refused.is_empty(), "some calls beyond the limit are shed");
+    assert_eq!(
+        ok + refused.len(),
+        64,
+        "every call is served or shed, none fails otherwise"
+    );
+    assert!(
+        serving(health_channel).await.is_ok(),
+        "health stays SERVING"
+    );
+    for sku in refused {
+        let written: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE event_type = 'ProductCreated' AND payload->>'sku' = $1",
+        )
+        .bind(sku)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(written, 0, "{sku} was refused and written");
+    }
+    drop(sys.command);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn watch_streams_are_capped(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let mut sys = start(&pool).await;
+    let mut config = query_config(&pool);
+    config.max_watch_streams = 2;
+    let query = Running::start(move |l, s| query_service::run(config, l, s)).await;
+    let mut q = QueryServiceClient::new(query.channel().await);
+    create_product(&mut sys.commands, "SKU-1", 5).await;
+    let (order_id, token) =
+        create_order(&mut sys.commands, &id(), vec![catalogue_line("SKU-1", 1)]).await;
+    let watch = || pb::WatchOrderRequest {
+        order_id: order_id.clone(),
+        consistency_token: token.clone(),
+    };
+    let first = q.watch_order(watch()).await.unwrap();
+    let second = q.watch_order(watch()).await.unwrap();
+    let third = q.watch_order(watch()).await.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    drop((first, second));
+    let mut reopened = false;
+    for _ in 0..100 {
+        if q.watch_order(watch()).await.is_ok() {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened, "a closed stream frees its place");
+}
