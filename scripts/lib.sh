@@ -48,6 +48,14 @@ ensure_py() {
         || { echo "could not install $* from the Python package index" >&2; return 1; }
 }
 
+# ensure_cargo_tool COMMAND CRATE@VERSION: installs a cargo subcommand into .local/cargo.
+ensure_cargo_tool() {
+    export PATH="$repo/.local/cargo/bin:$PATH"
+    command -v "$1" >/dev/null 2>&1 && return
+    echo "installing $2 into .local/cargo (once; a few minutes)" >&2
+    cargo install --quiet --locked --root "$repo/.local/cargo" "$2"
+}
+
 # pyyaml, for scripts/check-compose (which runs on .local/venv's python3).
 ensure_pyyaml() { ensure_py yaml pyyaml; }
 
@@ -92,4 +100,20 @@ without_coverage() {
         esac
     done
     env "${unset[@]}" "$@"
+}
+
+# with_user URL USER PASSWORD: URL with its user and password replaced.
+with_user() { printf '%s\n' "$1" | sed -E "s#^(postgres(ql)?://)[^@/]*@#\1$2:$3@#"; }
+
+# service_roles URL BIN: migrates the database at URL (as its owner) and creates each
+# service's least-privileged login role; sets COMMAND_DB_URL, QUERY_DB_URL, SAGA_DB_URL.
+service_roles() {
+    local url=$1 bin=$2
+    COMMAND_SERVICE_DB_USER=orders_command_svc COMMAND_SERVICE_DB_PASSWORD=command-secret \
+    QUERY_SERVICE_DB_USER=orders_query_svc QUERY_SERVICE_DB_PASSWORD=query-secret \
+    SAGA_SERVICE_DB_USER=orders_saga_svc SAGA_SERVICE_DB_PASSWORD=saga-secret \
+        DATABASE_URL="$url" "$bin/orders-migrate" >/dev/null
+    COMMAND_DB_URL=$(with_user "$url" orders_command_svc command-secret)
+    QUERY_DB_URL=$(with_user "$url" orders_query_svc query-secret)
+    SAGA_DB_URL=$(with_user "$url" orders_saga_svc saga-secret)
 }

@@ -472,3 +472,143 @@ async fn watch_streams_are_capped(pool: PgPool) {
     }
     assert!(reopened, "a closed stream frees its place");
 }
+
+/// Runs `sql` as `role` in one transaction that is rolled back; the SQLSTATE on failure.
+async fn as_role(pool: &PgPool, role: &str, sql: &str) -> Result<(), String> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let result = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut *tx)
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            sqlx::Error::Database(db) => db.code().unwrap_or_default().into_owned(),
+            other => other.to_string(),
+        });
+    tx.rollback().await.unwrap();
+    result
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn each_service_role_can_do_only_what_its_service_needs(pool: PgPool) {
+    const DENIED: &str = "42501";
+    let insert_event = "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, payload, metadata, occurred_at) \
+        VALUES (gen_random_uuid(), gen_random_uuid(), 'Order', 1, 'OrderCreated', '{}', '{}', now())";
+    let cases: &[(&str, &str, Result<(), &str>)] = &[
+        // No service may rewrite history.
+        (
+            "orders_command",
+            "UPDATE events SET event_type = event_type",
+            Err(DENIED),
+        ),
+        ("orders_command", "DELETE FROM events", Err(DENIED)),
+        ("orders_command", "TRUNCATE events", Err(DENIED)),
+        (
+            "orders_command",
+            "UPDATE command_log SET command_type = command_type",
+            Err(DENIED),
+        ),
+        ("orders_command", "DELETE FROM command_log", Err(DENIED)),
+        ("orders_command", "TRUNCATE command_log", Err(DENIED)),
+        (
+            "orders_query",
+            "UPDATE events SET event_type = event_type",
+            Err(DENIED),
+        ),
+        ("orders_query", "TRUNCATE events", Err(DENIED)),
+        ("orders_saga", "DELETE FROM events", Err(DENIED)),
+        ("orders_saga", "TRUNCATE events", Err(DENIED)),
+        // Each writes only what is its own.
+        ("orders_command", insert_event, Ok(())),
+        ("orders_command", "SELECT * FROM command_log", Ok(())),
+        ("orders_command", "DELETE FROM read_orders", Err(DENIED)),
+        (
+            "orders_command",
+            "UPDATE sagas SET state = state",
+            Err(DENIED),
+        ),
+        ("orders_query", insert_event, Err(DENIED)),
+        ("orders_query", "SELECT * FROM command_log", Err(DENIED)),
+        (
+            "orders_query",
+            "UPDATE read_orders SET status = status",
+            Ok(()),
+        ),
+        (
+            "orders_query",
+            "UPDATE sagas SET state = state",
+            Err(DENIED),
+        ),
+        ("orders_saga", insert_event, Err(DENIED)),
+        (
+            "orders_saga",
+            "UPDATE read_orders SET status = status",
+            Err(DENIED),
+        ),
+        (
+            "orders_saga",
+            "INSERT INTO read_products SELECT * FROM read_products",
+            Err(DENIED),
+        ),
+        ("orders_saga", "UPDATE sagas SET state = state", Ok(())),
+        ("orders_saga", "SELECT * FROM events", Ok(())),
+    ];
+    for (role, sql, expected) in cases {
+        let got = as_role(&pool, role, sql).await;
+        assert_eq!(
+            got.as_ref().map(|_| ()).map_err(String::as_str),
+            *expected,
+            "{role}: {sql}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn the_system_runs_as_its_service_roles(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let url = test_support::database_url(&pool);
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let mut urls = std::collections::HashMap::new();
+    for (service, group) in service_runtime::database::SERVICE_ROLES {
+        let user = format!("{}_{suffix}", group.trim_start_matches("orders_"));
+        service_runtime::database::ensure_login_role(&pool, &user, "a password", group)
+            .await
+            .unwrap();
+        urls.insert(
+            service,
+            url.replacen("postgres@", &format!("{user}:a%20password@"), 1),
+        );
+    }
+    assert_ne!(
+        urls["command-service"], url,
+        "each service gets its own user"
+    );
+    let mut config = command_config(&pool);
+    config.database_url = urls["command-service"].clone();
+    let command = Running::start(move |l, s| command_service::run(config, l, s)).await;
+    let mut config = query_config(&pool);
+    config.database_url = urls["query-service"].clone();
+    let query = Running::start(move |l, s| query_service::run(config, l, s)).await;
+    let mut config = saga_config(&pool, command.addr);
+    config.database_url = urls["saga-service"].clone();
+    let saga = start_saga_service(config).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    let mut q = QueryServiceClient::new(query.channel().await);
+    let mut s = SagaServiceClient::new(saga.channel().await);
+    create_product(&mut c, "SKU-1", 5).await;
+    let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
+    assert_eq!(finished(&mut s, &order_id).await.state, "completed");
+    assert_eq!(
+        order_view(&mut q, &pool, &order_id).await.status,
+        "confirmed"
+    );
+    // A rebuild, as query-service's role, replaces the tables it owns.
+    let query_pool = PgPool::connect(&urls["query-service"]).await.unwrap();
+    let store = event_store::PostgresEventStore::new(query_pool.clone());
+    query_service::rebuild::rebuild(&query_pool, &store, |_| {})
+        .await
+        .expect("the query role can rebuild its read models");
+}

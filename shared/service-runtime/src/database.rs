@@ -50,11 +50,79 @@ pub async fn connect_with_settings(
         .connect_with(options)
         .await
         .map_err(DatabaseError::Connect)?;
-    event_store::MIGRATOR
-        .run(&pool)
-        .await
-        .map_err(DatabaseError::Migrate)?;
+    // A service that connects as its own least-privileged role cannot create the
+    // migrations' bookkeeping table, so it only reads it when every migration is applied
+    // already (orders-migrate applies them as the schema's owner).
+    if !migrations_applied(&pool).await {
+        event_store::MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(DatabaseError::Migrate)?;
+    }
     Ok(pool)
+}
+
+/// True when every migration this build knows is applied, unchanged.
+async fn migrations_applied(pool: &PgPool) -> bool {
+    let applied: Vec<(i64, Vec<u8>)> =
+        match sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows,
+            // No bookkeeping table yet: a fresh database.
+            Err(_) => return false,
+        };
+    event_store::MIGRATOR.iter().all(|m| {
+        applied
+            .iter()
+            .any(|(version, checksum)| *version == m.version && *checksum == *m.checksum)
+    })
+}
+
+/// The group roles migration 0010 creates, one per service.
+pub const SERVICE_ROLES: [(&str, &str); 3] = [
+    ("command-service", "orders_command"),
+    ("query-service", "orders_query"),
+    ("saga-service", "orders_saga"),
+];
+
+/// Creates (or updates the password of) login role `user` in the group role `group`.
+/// Needs a connection allowed to create roles (the migrations' owner).
+pub async fn ensure_login_role(
+    pool: &PgPool,
+    user: &str,
+    password: &str,
+    group: &str,
+) -> Result<(), sqlx::Error> {
+    // DDL takes no parameters: PostgreSQL quotes the name and the password itself.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(user)
+            .fetch_one(pool)
+            .await?;
+    let template = if exists {
+        "SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)"
+    } else {
+        "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)"
+    };
+    let statement: String = sqlx::query_scalar(template)
+        .bind(user)
+        .bind(password)
+        .fetch_one(pool)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .execute(pool)
+        .await?;
+    let grant: String = sqlx::query_scalar("SELECT format('GRANT %I TO %I', $1::text, $2::text)")
+        .bind(group)
+        .bind(user)
+        .fetch_one(pool)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(grant))
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// True when a trivial query succeeds within a second.
