@@ -13,27 +13,22 @@ use contracts::orders::v1::{
 use event_store::{EventStore, Position, PostgresEventStore};
 use futures::StreamExt;
 use sqlx::PgPool;
-use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
 use crate::{
     Mode,
+    client::{Channel, connect},
     measure::{Stats, closed_loop, fixed_rate},
     report::Row,
 };
 
 /// Connections per service: one HTTP/2 connection each, shared round-robin by clients.
-const CONNECTIONS: usize = 4;
+pub(crate) const CONNECTIONS: usize = 4;
 
 async fn channels(url: &str) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::new();
     for _ in 0..CONNECTIONS {
-        out.push(
-            Endpoint::from_shared(url.to_owned())?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        );
+        out.push(connect(url).await?);
     }
     Ok(out)
 }
@@ -45,12 +40,12 @@ fn eur(amount_minor: i64) -> Option<pb::Money> {
     })
 }
 
-fn id() -> String {
+pub(crate) fn id() -> String {
     Uuid::new_v4().to_string()
 }
 
 /// Runs a pgbench script; returns transactions/s and mean latency.
-fn pgbench(
+pub(crate) fn pgbench(
     pgbench: &str,
     url: &str,
     clients: usize,
@@ -100,7 +95,7 @@ fn pgbench(
     })
 }
 
-const INSERT_SCRIPT: &str = "INSERT INTO bench_events (event_id, aggregate_id, aggregate_type, version, event_type, \
+pub(crate) const INSERT_SCRIPT: &str = "INSERT INTO bench_events (event_id, aggregate_id, aggregate_type, version, event_type, \
      payload, metadata, occurred_at) VALUES (gen_random_uuid(), gen_random_uuid(), 'Order', 1, 'OrderCreated', \
      '{\"schema_version\": 2, \"currency\": \"EUR\", \"lines\": []}', '{}', now());\n";
 
@@ -117,9 +112,14 @@ pub enum Scenario {
     Lag,
     /// 4: the saga.
     Saga,
+    /// 6: the order-lifecycle mix, closed and open loop, with the saga keeping up.
+    Lifecycle,
+    /// 7: cold reads (seeded here; read by `bench cold` after query-service restarts).
+    Cold,
 }
 
 /// Scenarios 1 to 4 (those in `only`, or all when it is empty).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mode: Mode,
     command_url: &str,
@@ -127,6 +127,7 @@ pub async fn run(
     database_url: &str,
     pgbench_bin: &str,
     only: &[Scenario],
+    mix: crate::lifecycle::Mix,
 ) -> anyhow::Result<Vec<Row>> {
     let wants = |scenario| only.is_empty() || only.contains(&scenario);
     let pool = PgPool::connect(database_url).await?;
@@ -201,7 +202,75 @@ pub async fn run(
     if wants(Scenario::Saga) {
         saga_scenario(mode, &commands, &queries, &mut setup, &mut rows).await?;
     }
+    if wants(Scenario::Lifecycle) {
+        let ctx = crate::lifecycle::Ctx {
+            mode,
+            pool: &pool,
+            commands: &commands,
+            queries: &queries,
+            pgbench: pgbench_bin,
+            database_url,
+        };
+        lifecycle_scenario(&ctx, &mut setup, mix, &mut rows).await?;
+    }
+    if wants(Scenario::Cold) {
+        crate::lifecycle::seed_cold(mode, &pool).await?;
+    }
     Ok(rows)
+}
+
+/// Scenario 6: the order lifecycle, closed loop at each concurrency, then open loop at
+/// shares of the 16-client saturation, to find the highest rate the saga keeps up with.
+async fn lifecycle_scenario(
+    ctx: &crate::lifecycle::Ctx<'_>,
+    setup: &mut CommandServiceClient<Channel>,
+    mix: crate::lifecycle::Mix,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    use crate::lifecycle;
+    let mode = ctx.mode;
+    eprintln!("6. the order lifecycle: {mix}");
+    lifecycle::create_products(setup).await?;
+    let concurrencies: &[usize] = if mode == Mode::Smoke { &[4] } else { &[16, 64] };
+    let mut saturation = 0.0;
+    for &clients in concurrencies {
+        let rate = lifecycle::closed(ctx, mix, clients, rows).await?;
+        if saturation == 0.0 {
+            saturation = rate;
+        }
+    }
+    let shares: &[u64] = if mode == Mode::Smoke {
+        &[70]
+    } else {
+        &[50, 70, 90, 100]
+    };
+    let place_share = f64::from(mix.place) / f64::from(mix.add + mix.create + mix.place);
+    let mut bounded = None;
+    for &share in shares {
+        let rate = ((saturation * share as f64 / 100.0) as u64).max(10);
+        let label = format!("{share}% of the closed-loop saturation");
+        let left = lifecycle::open(ctx, mix, rate, &label, rows).await;
+        // Bounded: less than one second's placements still waiting for the saga.
+        if (left as f64) <= rate as f64 * place_share {
+            bounded = Some(rate);
+        }
+    }
+    rows.push(Row::new(
+        match bounded {
+            Some(rate) => format!(
+                "highest open-loop lifecycle rate with a bounded saga backlog: {rate} commands/s ({:.0} orders placed/s)",
+                rate as f64 * place_share
+            ),
+            None => "highest open-loop lifecycle rate with a bounded saga backlog: none of those tried".into(),
+        },
+        crate::measure::Stats {
+            rate: bounded.unwrap_or(0) as f64,
+            ..Default::default()
+        },
+        None,
+        "",
+    ));
+    Ok(())
 }
 
 /// Scenario 1b: one hot aggregate.

@@ -6,6 +6,8 @@
 //! scenario 5 against the database alone (query-service stopped, so the live projector does
 //! not compete); `bench report` merges their results.
 
+mod client;
+mod lifecycle;
 mod load;
 mod measure;
 mod report;
@@ -49,6 +51,23 @@ impl Mode {
             Mode::Smoke => 1_000,
             Mode::Quick => 10_000,
             Mode::Full => 100_000,
+        }
+    }
+
+    /// Orders in the read model for the cold reads (more than query-service keeps in memory).
+    pub fn cold_rows(self) -> i64 {
+        match self {
+            Mode::Smoke => 2_000,
+            Mode::Quick => 50_000,
+            Mode::Full => 300_000,
+        }
+    }
+
+    /// Client counts for the read scenarios.
+    pub fn read_clients(self) -> Vec<usize> {
+        match self {
+            Mode::Smoke => vec![4],
+            _ => vec![16, 64],
         }
     }
 
@@ -98,7 +117,24 @@ enum Command {
         /// Run only these scenarios (comma-separated); all by default.
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<load::Scenario>,
+        /// The lifecycle scenario's mix of commands, in percent.
+        #[arg(long, default_value = "add=50,create=25,place=25")]
+        mix: lifecycle::Mix,
         /// Where results go (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Scenario 7: cold reads, against a query-service restarted after `load` seeded them.
+    Cold {
+        #[arg(long, value_enum, default_value_t = Mode::Full)]
+        mode: Mode,
+        #[arg(long, default_value = "http://127.0.0.1:50062")]
+        query_url: String,
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// pgbench binary.
+        #[arg(long, default_value = "pgbench")]
+        pgbench: String,
         #[arg(long)]
         out: PathBuf,
     },
@@ -138,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             pgbench,
             only,
+            mix,
             out,
         } => {
             let rows = load::run(
@@ -147,6 +184,29 @@ async fn main() -> anyhow::Result<()> {
                 &database_url,
                 &pgbench,
                 &only,
+                mix,
+            )
+            .await?;
+            report::write_rows(&out, &rows)
+        }
+        Command::Cold {
+            mode,
+            query_url,
+            database_url,
+            pgbench,
+            out,
+        } => {
+            let pool = sqlx::PgPool::connect(&database_url).await?;
+            let mut queries = Vec::new();
+            for _ in 0..load::CONNECTIONS {
+                queries.push(client::connect(&query_url).await?);
+            }
+            let rows = lifecycle::cold(
+                mode,
+                &pool,
+                &std::sync::Arc::new(queries),
+                &pgbench,
+                &database_url,
             )
             .await?;
             report::write_rows(&out, &rows)

@@ -103,6 +103,10 @@ pub struct Config {
     /// The longest one call to command-service may take (ms).
     #[arg(long, env = "SAGA_ATTEMPT_TIMEOUT_MS", default_value_t = 5_000)]
     pub attempt_timeout_ms: u64,
+    /// Make every saga save wait for the WAL flush (synchronous_commit=on). Off by default:
+    /// a lost save is harmless (ARCHITECTURE.md); this exists to measure what it would cost.
+    #[arg(long, env = "SAGA_DURABLE_SAVES")]
+    pub durable_saves: bool,
     /// Test-only: `abort-after:STEP` aborts the process right after STEP's command (or
     /// void) comes back, before the saga is saved; `freeze-after:STEP` stops the worker
     /// there instead. For crash tests; never set in production.
@@ -161,7 +165,10 @@ pub async fn run_with_clock(
         // and the sagas it starts still commit together, and are lost or kept together).
         &[
             ("application_name", "saga-service"),
-            ("synchronous_commit", "off"),
+            (
+                "synchronous_commit",
+                if config.durable_saves { "on" } else { "off" },
+            ),
         ],
     )
     .await?;

@@ -48,6 +48,7 @@ pub fn saga_config(pool: &PgPool, command_addr: std::net::SocketAddr) -> saga_se
         backoff_max_ms: 200,
         max_compensation_attempts: 3,
         attempt_timeout_ms: 1_000,
+        durable_saves: false,
         failpoint: None,
         server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
