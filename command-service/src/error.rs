@@ -49,6 +49,17 @@ pub enum CommandError {
         /// Why it was voided.
         reason: String,
     },
+    /// Too many placed orders wait for the fulfilment saga to accept another
+    /// (see [`crate::backlog`]).
+    #[error("{waiting} placed orders are waiting for the fulfilment saga (limit {limit})")]
+    SagaBacklog {
+        /// The backlog's estimate.
+        waiting: u64,
+        /// The configured limit.
+        limit: u64,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// The idempotency key was used before with a different request.
     #[error("command_id {0} was already used for a different request")]
     CommandIdReused(Uuid),
@@ -148,6 +159,24 @@ impl From<CommandError> for Status {
                 let details =
                     ErrorDetails::with_error_info("COMMAND_VOIDED", "orders.v1", metadata);
                 Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            CommandError::SagaBacklog {
+                waiting,
+                limit,
+                retry_after,
+            } => {
+                let message = format!(
+                    "{waiting} placed orders are waiting for the fulfilment saga (limit {limit}); \
+                     nothing was changed: place the order again later"
+                );
+                let metadata = HashMap::from([
+                    ("waiting".to_owned(), waiting.to_string()),
+                    ("limit".to_owned(), limit.to_string()),
+                ]);
+                let mut details =
+                    ErrorDetails::with_error_info("SAGA_BACKLOG", "orders.v1", metadata);
+                details.set_retry_info(Some(retry_after));
+                Status::with_error_details(Code::ResourceExhausted, message, details)
             }
             CommandError::CommandIdReused(id) => Status::already_exists(format!(
                 "command_id {id} was already used for a different request; use a new command_id"

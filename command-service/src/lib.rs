@@ -4,6 +4,7 @@
 //! ([`edge`]), and run through the [`pipeline`]: load the aggregates ([`domain`]), decide,
 //! append the events with optimistic concurrency and a durable idempotency record.
 
+pub mod backlog;
 pub mod cache;
 pub mod commands;
 pub mod domain;
@@ -47,6 +48,10 @@ pub struct Config {
     /// Snapshot an aggregate every this many events (0 turns snapshots off).
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
     pub snapshot_every: u64,
+    /// Refuse PlaceOrder (RESOURCE_EXHAUSTED, reason SAGA_BACKLOG) while this many placed
+    /// orders wait for the fulfilment saga; 0 admits every order.
+    #[arg(long, env = "SAGA_BACKLOG_LIMIT", default_value_t = 500)]
+    pub saga_backlog_limit: u64,
     /// Limits, TLS and authentication of the gRPC server.
     #[command(flatten)]
     pub server: service_runtime::server::ServerConfig,
@@ -91,6 +96,14 @@ pub async fn run_with_clock(
     let _pool_metrics = service_runtime::metrics::sample_pool(pool.clone(), "command-service");
     let store = PostgresEventStore::new(pool.clone()).with_command_writers(config.command_writers);
     let pipeline = pipeline::Pipeline::new(store, clock, config.snapshot_every);
+    let (pipeline, _backlog_watch) = match config.saga_backlog_limit {
+        0 => (pipeline, None),
+        limit => {
+            let backlog = Arc::new(backlog::SagaBacklog::new(limit));
+            let watch = backlog.clone().watch(pool.clone());
+            (pipeline.with_backlog(backlog), Some(watch))
+        }
+    };
 
     let limits = &config.server.limits;
     let (reporter, health, reflection_v1, reflection_v1alpha) =

@@ -31,6 +31,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
+    backlog::SagaBacklog,
     cache::{AggregateCache, Cached},
     commands::{Command, Detail, Envelope, Outcome, Write},
     domain::{
@@ -58,6 +59,7 @@ pub struct Pipeline {
     locks: Arc<KeyedLocks>,
     cache: Arc<AggregateCache>,
     refs: Arc<References>,
+    backlog: Option<Arc<SagaBacklog>>,
 }
 
 impl Pipeline {
@@ -71,7 +73,14 @@ impl Pipeline {
             locks: Arc::new(KeyedLocks::default()),
             cache: Arc::new(AggregateCache::default()),
             refs: Arc::new(References::default()),
+            backlog: None,
         }
+    }
+
+    /// Refuses PlaceOrder while `backlog` is full (see [`crate::backlog`]).
+    pub fn with_backlog(mut self, backlog: Arc<SagaBacklog>) -> Self {
+        self.backlog = Some(backlog);
+        self
     }
 
     /// Executes a command once, however often it is sent.
@@ -87,7 +96,29 @@ impl Pipeline {
     /// decides the same way collides with its own record (or its own event ids) in the
     /// append, and a retry the new state would refuse is recognised before the refusal is
     /// returned. The common case, a new command, costs no lookup.
+    ///
+    /// With a [`SagaBacklog`], PlaceOrder is first admitted by it; a refusal changes
+    /// nothing and is not recorded, so the same command id can be sent again later.
     pub async fn execute(&self, envelope: &Envelope) -> Result<Outcome, CommandError> {
+        let Some(backlog) = self
+            .backlog
+            .as_deref()
+            .filter(|_| matches!(envelope.command, Command::PlaceOrder { .. }))
+        else {
+            return self.execute_admitted(envelope).await;
+        };
+        if let Err(refused) = backlog.admit() {
+            // A retry of an order already placed still gets its recorded answer.
+            return self.replay_or(envelope, refused).await;
+        }
+        let outcome = self.execute_admitted(envelope).await;
+        if outcome.is_ok() {
+            backlog.placed();
+        }
+        outcome
+    }
+
+    async fn execute_admitted(&self, envelope: &Envelope) -> Result<Outcome, CommandError> {
         let _turn = self.locks.lock(lock_keys(&envelope.command)).await;
         let mut session =
             Session::optimistic(&self.store, &self.cache, creates_streams(&envelope.command));

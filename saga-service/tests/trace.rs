@@ -32,6 +32,7 @@ async fn one_trace_crosses_command_and_saga_service(pool: PgPool) {
         pool_size: 4,
         snapshot_every: 100,
         command_writers: event_store::DEFAULT_WRITERS,
+        saga_backlog_limit: 500,
         server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: service_runtime::telemetry::LogFormat::Human,

@@ -39,6 +39,7 @@ pub async fn spawn_app_with(pool: &PgPool, snapshot_every: u64) -> TestApp {
         pool_size: 8,
         snapshot_every,
         command_writers: event_store::DEFAULT_WRITERS,
+        saga_backlog_limit: 500,
         server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,

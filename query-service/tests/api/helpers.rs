@@ -32,6 +32,7 @@ pub async fn start_command_service(pool: &PgPool) -> Running {
         pool_size: 8,
         snapshot_every: 100,
         command_writers: event_store::DEFAULT_WRITERS,
+        saga_backlog_limit: 500,
         server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,

@@ -23,6 +23,7 @@ pub fn command_config(pool: &PgPool) -> command_service::Config {
         pool_size: 8,
         snapshot_every: 100,
         command_writers: event_store::DEFAULT_WRITERS,
+        saga_backlog_limit: 500,
         server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
         log_format: LogFormat::Human,

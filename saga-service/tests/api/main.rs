@@ -3,6 +3,7 @@
 
 test_support::database_for_tests!();
 
+mod backpressure;
 mod failures;
 mod helpers;
 mod in_doubt;

@@ -611,4 +611,15 @@ async fn the_system_runs_as_its_service_roles(pool: PgPool) {
     query_service::rebuild::rebuild(&query_pool, &store, |_| {})
         .await
         .expect("the query role can rebuild its read models");
+    // command-service's role reads the saga's backlog (for backpressure), through the
+    // view only: the saga's own table stays out of its reach.
+    let command_pool = PgPool::connect(&urls["command-service"]).await.unwrap();
+    command_service::backlog::read(&command_pool)
+        .await
+        .expect("the command role reads the saga_backlog view");
+    let denied = sqlx::query("SELECT count(*) FROM sagas")
+        .execute(&command_pool)
+        .await
+        .expect_err("the command role cannot read the sagas table");
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
 }

@@ -291,10 +291,13 @@ impl Clients {
     }
 }
 
+/// Worth sending again: the service or the database is away, or busy (RESOURCE_EXHAUSTED:
+/// a server limit, or PlaceOrder refused while the saga is behind).
 fn transient(code: Code) -> bool {
     matches!(
         code,
         Code::Unavailable
+            | Code::ResourceExhausted
             | Code::DeadlineExceeded
             | Code::Unknown
             | Code::Cancelled
