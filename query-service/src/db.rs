@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use domain_events::status::{OrderStatus, PaymentStatus, StockStatus};
 use event_store::Position;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row, postgres::PgRow, types::Json};
 use uuid::Uuid;
@@ -43,18 +44,27 @@ const PRODUCT_COLUMNS: &str =
 const CUSTOMER_COLUMNS: &str =
     "customer_id, order_count, confirmed_count, spent, last_order_id, last_order_at";
 
+/// A status column, by its name (migration 0012 checks the column holds one).
+fn named<T>(row: &PgRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, sqlx::Error> {
+    let text: &str = row.try_get(column)?;
+    parse(text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: format!("unknown value {text:?}").into(),
+    })
+}
+
 fn order_from_row(row: &PgRow) -> Result<OrderView, sqlx::Error> {
     let lines: sqlx::types::Json<Vec<LineView>> = row.try_get("lines")?;
     Ok(OrderView {
         order_id: row.try_get("order_id")?,
         customer_id: row.try_get("customer_id")?,
-        status: row.try_get("status")?,
+        status: named(row, "status", OrderStatus::parse)?,
         currency: row.try_get("currency")?,
         lines: lines.0,
         total_minor: row.try_get("total_minor")?,
         payment_method: row.try_get("payment_method")?,
-        stock_status: row.try_get("stock_status")?,
-        payment_status: row.try_get("payment_status")?,
+        stock_status: named(row, "stock_status", StockStatus::parse)?,
+        payment_status: named(row, "payment_status", PaymentStatus::parse)?,
         cancellation_reason: row.try_get("cancellation_reason")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -498,7 +508,7 @@ pub struct OrderCursor {
 pub async fn list_orders(
     pool: &PgPool,
     customer: Option<Uuid>,
-    status: Option<&str>,
+    status: Option<OrderStatus>,
     after: Option<OrderCursor>,
     limit: i64,
 ) -> Result<Vec<OrderView>, sqlx::Error> {
@@ -510,7 +520,7 @@ pub async fn list_orders(
     );
     sqlx::query(AssertSqlSafe(sql))
         .bind(customer)
-        .bind(status)
+        .bind(status.map(OrderStatus::as_str))
         .bind(after.map(|c| c.created_at))
         .bind(after.map(|c| c.order_id))
         .bind(limit)

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use contracts::orders::v1 as pb;
+use domain_events::status::OrderStatus;
 use event_store::Position;
 use service_runtime::edge::{FieldViolations, decode_page_token, encode_page_token};
 use tonic::Status;
@@ -21,9 +22,6 @@ pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 500;
 /// The longest a query waits for its consistency token.
 pub const MAX_CONSISTENCY_WAIT: Duration = Duration::from_secs(5);
-
-/// The statuses an order can be in, for the `status` filter.
-pub const ORDER_STATUSES: [&str; 5] = ["draft", "placed", "confirmed", "shipped", "cancelled"];
 
 /// Collects violations while parsing one request.
 pub struct Fields(pub FieldViolations);
@@ -78,18 +76,18 @@ impl Fields {
     }
 
     /// An optional order status filter. The outer `None` means invalid.
-    pub fn status(&mut self, field: &str, s: &str) -> Option<Option<String>> {
+    pub fn status(&mut self, field: &str, s: &str) -> Option<Option<OrderStatus>> {
         if s.is_empty() {
             return Some(None);
         }
-        if ORDER_STATUSES.contains(&s) {
-            Some(Some(s.to_owned()))
-        } else {
-            self.0.add(
-                field,
-                format!("must be one of {}", ORDER_STATUSES.join(", ")),
-            );
-            None
+        match OrderStatus::parse(s) {
+            Some(status) => Some(Some(status)),
+            None => {
+                let names: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+                self.0
+                    .add(field, format!("must be one of {}", names.join(", ")));
+                None
+            }
         }
     }
 
@@ -194,7 +192,7 @@ impl From<&OrderView> for pb::OrderView {
         pb::OrderView {
             order_id: o.order_id.to_string(),
             customer_id: o.customer_id.to_string(),
-            status: o.status.clone(),
+            status: o.status.as_str().to_owned(),
             lines: o
                 .lines
                 .iter()
@@ -212,8 +210,8 @@ impl From<&OrderView> for pb::OrderView {
                 currency: o.currency.clone(),
             }),
             payment_method: o.payment_method.clone().unwrap_or_default(),
-            stock_status: o.stock_status.clone(),
-            payment_status: o.payment_status.clone(),
+            stock_status: o.stock_status.as_str().to_owned(),
+            payment_status: o.payment_status.as_str().to_owned(),
             cancellation_reason: o.cancellation_reason.clone().unwrap_or_default(),
             created_at: timestamp(o.created_at),
             updated_at: timestamp(o.updated_at),

@@ -251,7 +251,7 @@ impl QueryService for QueryApi {
             f.finish(|| Some((customer?, status?, size?, cursor?, token?)))?;
         self.reach(token, wait).await?;
         // One extra row says whether there is a next page.
-        let mut orders = db::list_orders(&self.pool, customer, status.as_deref(), cursor, size + 1)
+        let mut orders = db::list_orders(&self.pool, customer, status, cursor, size + 1)
             .await
             .map_err(db_error)?;
         let next_page_token = split_page(&mut orders, size, edge::order_page_token);

@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use domain_events::DomainEvent;
+use domain_events::{
+    DomainEvent,
+    status::{OrderStatus, PaymentStatus, StockStatus},
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -27,8 +30,8 @@ pub struct OrderView {
     pub order_id: Uuid,
     /// Who ordered.
     pub customer_id: Uuid,
-    /// draft, placed, confirmed, shipped, cancelled.
-    pub status: String,
+    /// Where the order is in its life.
+    pub status: OrderStatus,
     /// ISO 4217 code.
     pub currency: String,
     /// The lines.
@@ -37,10 +40,10 @@ pub struct OrderView {
     pub total_minor: i64,
     /// How the customer pays, once placed.
     pub payment_method: Option<String>,
-    /// none, reserved, released, committed.
-    pub stock_status: String,
-    /// none, authorized, declined, captured, refunded.
-    pub payment_status: String,
+    /// What happened to its stock.
+    pub stock_status: StockStatus,
+    /// What happened to its payment.
+    pub payment_status: PaymentStatus,
     /// Why it was cancelled.
     pub cancellation_reason: Option<String>,
     /// When it was created.
@@ -54,7 +57,7 @@ pub struct OrderView {
 impl OrderView {
     /// True once the order can no longer change.
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "shipped" | "cancelled")
+        self.status.is_final()
     }
 
     fn recompute_total(&mut self) {
@@ -118,13 +121,13 @@ impl OrderView {
         Self {
             order_id,
             customer_id: Uuid::nil(),
-            status: "draft".into(),
+            status: OrderStatus::Draft,
             currency: "EUR".into(),
             lines: vec![],
             total_minor: 0,
             payment_method: None,
-            stock_status: "none".into(),
-            payment_status: "none".into(),
+            stock_status: StockStatus::None,
+            payment_status: PaymentStatus::None,
             cancellation_reason: None,
             created_at,
             updated_at: created_at,
@@ -198,13 +201,13 @@ impl ReadModel {
                 let mut order = OrderView {
                     order_id: e.order_id.as_uuid(),
                     customer_id: e.customer_id.as_uuid(),
-                    status: "draft".into(),
+                    status: OrderStatus::Draft,
                     currency: e.currency.to_string(),
                     lines: e.lines.iter().map(line_view).collect(),
                     total_minor: 0,
                     payment_method: None,
-                    stock_status: "none".into(),
-                    payment_status: "none".into(),
+                    stock_status: StockStatus::None,
+                    payment_status: PaymentStatus::None,
                     cancellation_reason: None,
                     created_at: at,
                     updated_at: at,
@@ -223,7 +226,7 @@ impl ReadModel {
             }),
             OrderPlaced(e) => {
                 self.order(e.order_id.as_uuid(), info, |o| {
-                    o.status = "placed".into();
+                    o.status = OrderStatus::Placed;
                     o.payment_method = Some(e.payment_method.as_str().to_owned());
                     o.total_minor = e.total.amount_minor();
                 });
@@ -235,7 +238,7 @@ impl ReadModel {
             OrderConfirmed(e) => {
                 let mut spend = None;
                 self.order(e.order_id.as_uuid(), info, |o| {
-                    o.status = "confirmed".into();
+                    o.status = OrderStatus::Confirmed;
                     spend = Some((o.customer_id, o.currency.clone(), o.total_minor));
                 });
                 if let Some((customer_id, currency, total)) = spend {
@@ -244,16 +247,16 @@ impl ReadModel {
                     *customer.spent.entry(currency).or_default() += total;
                 }
             }
-            OrderShipped(e) => {
-                self.order(e.order_id.as_uuid(), info, |o| o.status = "shipped".into())
-            }
+            OrderShipped(e) => self.order(e.order_id.as_uuid(), info, |o| {
+                o.status = OrderStatus::Shipped
+            }),
             OrderCancelled(e) => {
                 let mut refund = None;
                 self.order(e.order_id.as_uuid(), info, |o| {
-                    if o.status == "confirmed" {
+                    if o.status == OrderStatus::Confirmed {
                         refund = Some((o.customer_id, o.currency.clone(), o.total_minor));
                     }
-                    o.status = "cancelled".into();
+                    o.status = OrderStatus::Cancelled;
                     o.cancellation_reason = Some(e.reason.to_string());
                 });
                 if let Some((customer_id, currency, total)) = refund {
@@ -285,7 +288,7 @@ impl ReadModel {
                     p.reserved += i64::from(e.quantity.get())
                 });
                 self.order_side(e.order_id.as_uuid(), at, |o| {
-                    o.stock_status = "reserved".into()
+                    o.stock_status = StockStatus::Reserved
                 });
             }
             StockReleased(e) => {
@@ -293,7 +296,7 @@ impl ReadModel {
                     p.reserved -= i64::from(e.quantity.get())
                 });
                 self.order_side(e.order_id.as_uuid(), at, |o| {
-                    o.stock_status = "released".into()
+                    o.stock_status = StockStatus::Released
                 });
             }
             StockCommitted(e) => {
@@ -302,20 +305,20 @@ impl ReadModel {
                     p.on_hand -= i64::from(e.quantity.get());
                 });
                 self.order_side(e.order_id.as_uuid(), at, |o| {
-                    o.stock_status = "committed".into()
+                    o.stock_status = StockStatus::Committed
                 });
             }
             PaymentAuthorized(e) => self.order_side(e.order_id.as_uuid(), at, |o| {
-                o.payment_status = "authorized".into()
+                o.payment_status = PaymentStatus::Authorized
             }),
             PaymentDeclined(e) => self.order_side(e.order_id.as_uuid(), at, |o| {
-                o.payment_status = "declined".into()
+                o.payment_status = PaymentStatus::Declined
             }),
             PaymentRefunded(e) => self.order_side(e.order_id.as_uuid(), at, |o| {
-                o.payment_status = "refunded".into()
+                o.payment_status = PaymentStatus::Refunded
             }),
             PaymentCaptured(e) => self.order_side(e.order_id.as_uuid(), at, |o| {
-                o.payment_status = "captured".into()
+                o.payment_status = PaymentStatus::Captured
             }),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use domain_events::{DomainEvent, StoredEvent};
+use domain_events::{DomainEvent, EventType, StoredEvent};
 use event_store::{PostgresEventStore, RecordedEvent, Subscription};
 use service_runtime::Clock;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -22,7 +22,10 @@ use crate::{
 pub const FOLLOWER: &str = "saga_follower";
 
 /// The event types the follower reads; the rest are skipped without decoding.
-const INTERESTING: [&str; 2] = ["OrderPlaced", "OrderCancelled"];
+const INTERESTING: [&str; 2] = [
+    EventType::OrderPlaced.as_str(),
+    EventType::OrderCancelled.as_str(),
+];
 
 /// Runs until `shutdown` flips, waking `work` whenever sagas were started or flagged.
 pub async fn run(

@@ -113,3 +113,58 @@ async fn rebuilt_tables_have_the_indexes_and_names_of_the_originals(pool: PgPool
     caught_up(&mut sys.queries, &pool).await;
     assert_same_model(&stored_model(&pool).await, &folded_model(&pool).await);
 }
+
+/// The status columns accept exactly the names `domain_events::status` lists.
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn the_status_columns_hold_only_the_listed_names(pool: PgPool) {
+    use domain_events::status::{OrderStatus, PaymentStatus, StockStatus};
+    let insert = |status: &str, stock: &str, payment: &str| {
+        sqlx::query(
+            "INSERT INTO read_orders (order_id, customer_id, status, currency, lines, total_minor, \
+             stock_status, payment_status, created_at, updated_at, version) \
+             VALUES (gen_random_uuid(), gen_random_uuid(), $1, 'EUR', '[]', 0, $2, $3, now(), now(), 1)",
+        )
+        .bind(status.to_owned())
+        .bind(stock.to_owned())
+        .bind(payment.to_owned())
+    };
+    for s in OrderStatus::ALL {
+        insert(s.as_str(), "none", "none")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    for s in StockStatus::ALL {
+        insert("draft", s.as_str(), "none")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    for s in PaymentStatus::ALL {
+        insert("draft", "none", s.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    for (status, stock, payment) in [
+        ("lost", "none", "none"),
+        ("draft", "stolen", "none"),
+        ("draft", "none", "pending"),
+    ] {
+        let err = insert(status, stock, payment)
+            .execute(&pool)
+            .await
+            .expect_err("an unlisted name is refused");
+        assert!(err.to_string().contains("check constraint"), "{err}");
+    }
+    // A rebuild's tables, swapped in for these, check the same.
+    let store = PostgresEventStore::new(pool.clone());
+    query_service::rebuild::rebuild(&pool, &store, |_| {})
+        .await
+        .unwrap();
+    let err = insert("lost", "none", "none")
+        .execute(&pool)
+        .await
+        .expect_err("the rebuilt table checks its status too");
+    assert!(err.to_string().contains("check constraint"), "{err}");
+}

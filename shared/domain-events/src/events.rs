@@ -221,27 +221,126 @@ pub struct PaymentCaptured {
     pub amount: Money,
 }
 
+/// Every event type, by the name it is stored under: the one list of event names. A new
+/// event fails to compile until [`DomainEvent::event_type`], the stored form and every
+/// reader's exhaustive match handle it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// `OrderCreated`.
+    OrderCreated,
+    /// `OrderLineAdded`.
+    OrderLineAdded,
+    /// `OrderLineRemoved`.
+    OrderLineRemoved,
+    /// `OrderPlaced`.
+    OrderPlaced,
+    /// `OrderConfirmed`.
+    OrderConfirmed,
+    /// `OrderShipped`.
+    OrderShipped,
+    /// `OrderCancelled`.
+    OrderCancelled,
+    /// `ProductCreated`.
+    ProductCreated,
+    /// `StockRestocked`.
+    StockRestocked,
+    /// `StockReserved`.
+    StockReserved,
+    /// `StockReleased`.
+    StockReleased,
+    /// `StockCommitted`.
+    StockCommitted,
+    /// `PaymentAuthorized`.
+    PaymentAuthorized,
+    /// `PaymentDeclined`.
+    PaymentDeclined,
+    /// `PaymentRefunded`.
+    PaymentRefunded,
+    /// `PaymentCaptured`.
+    PaymentCaptured,
+}
+
+impl EventType {
+    /// Every event type.
+    pub const ALL: [EventType; 16] = [
+        EventType::OrderCreated,
+        EventType::OrderLineAdded,
+        EventType::OrderLineRemoved,
+        EventType::OrderPlaced,
+        EventType::OrderConfirmed,
+        EventType::OrderShipped,
+        EventType::OrderCancelled,
+        EventType::ProductCreated,
+        EventType::StockRestocked,
+        EventType::StockReserved,
+        EventType::StockReleased,
+        EventType::StockCommitted,
+        EventType::PaymentAuthorized,
+        EventType::PaymentDeclined,
+        EventType::PaymentRefunded,
+        EventType::PaymentCaptured,
+    ];
+
+    /// The name the event is stored under (the event store's `event_type`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::OrderCreated => "OrderCreated",
+            EventType::OrderLineAdded => "OrderLineAdded",
+            EventType::OrderLineRemoved => "OrderLineRemoved",
+            EventType::OrderPlaced => "OrderPlaced",
+            EventType::OrderConfirmed => "OrderConfirmed",
+            EventType::OrderShipped => "OrderShipped",
+            EventType::OrderCancelled => "OrderCancelled",
+            EventType::ProductCreated => "ProductCreated",
+            EventType::StockRestocked => "StockRestocked",
+            EventType::StockReserved => "StockReserved",
+            EventType::StockReleased => "StockReleased",
+            EventType::StockCommitted => "StockCommitted",
+            EventType::PaymentAuthorized => "PaymentAuthorized",
+            EventType::PaymentDeclined => "PaymentDeclined",
+            EventType::PaymentRefunded => "PaymentRefunded",
+            EventType::PaymentCaptured => "PaymentCaptured",
+        }
+    }
+
+    /// The type stored under `name`, if this code knows it.
+    pub fn parse(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl DomainEvent {
+    /// The event's type.
+    pub fn kind(&self) -> EventType {
+        match self {
+            DomainEvent::OrderCreated(_) => EventType::OrderCreated,
+            DomainEvent::OrderLineAdded(_) => EventType::OrderLineAdded,
+            DomainEvent::OrderLineRemoved(_) => EventType::OrderLineRemoved,
+            DomainEvent::OrderPlaced(_) => EventType::OrderPlaced,
+            DomainEvent::OrderConfirmed(_) => EventType::OrderConfirmed,
+            DomainEvent::OrderShipped(_) => EventType::OrderShipped,
+            DomainEvent::OrderCancelled(_) => EventType::OrderCancelled,
+            DomainEvent::ProductCreated(_) => EventType::ProductCreated,
+            DomainEvent::StockRestocked(_) => EventType::StockRestocked,
+            DomainEvent::StockReserved(_) => EventType::StockReserved,
+            DomainEvent::StockReleased(_) => EventType::StockReleased,
+            DomainEvent::StockCommitted(_) => EventType::StockCommitted,
+            DomainEvent::PaymentAuthorized(_) => EventType::PaymentAuthorized,
+            DomainEvent::PaymentDeclined(_) => EventType::PaymentDeclined,
+            DomainEvent::PaymentRefunded(_) => EventType::PaymentRefunded,
+            DomainEvent::PaymentCaptured(_) => EventType::PaymentCaptured,
+        }
+    }
+
     /// The event's type name as stored (`OrderPlaced`).
     pub fn event_type(&self) -> &'static str {
-        match self {
-            DomainEvent::OrderCreated(_) => "OrderCreated",
-            DomainEvent::OrderLineAdded(_) => "OrderLineAdded",
-            DomainEvent::OrderLineRemoved(_) => "OrderLineRemoved",
-            DomainEvent::OrderPlaced(_) => "OrderPlaced",
-            DomainEvent::OrderConfirmed(_) => "OrderConfirmed",
-            DomainEvent::OrderShipped(_) => "OrderShipped",
-            DomainEvent::OrderCancelled(_) => "OrderCancelled",
-            DomainEvent::ProductCreated(_) => "ProductCreated",
-            DomainEvent::StockRestocked(_) => "StockRestocked",
-            DomainEvent::StockReserved(_) => "StockReserved",
-            DomainEvent::StockReleased(_) => "StockReleased",
-            DomainEvent::StockCommitted(_) => "StockCommitted",
-            DomainEvent::PaymentAuthorized(_) => "PaymentAuthorized",
-            DomainEvent::PaymentDeclined(_) => "PaymentDeclined",
-            DomainEvent::PaymentRefunded(_) => "PaymentRefunded",
-            DomainEvent::PaymentCaptured(_) => "PaymentCaptured",
-        }
+        self.kind().as_str()
     }
 
     /// The kind of aggregate whose stream holds the event.

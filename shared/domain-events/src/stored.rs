@@ -61,15 +61,30 @@ pub enum DecodeError {
     },
 }
 
-/// The current schema version of an event type.
+/// The current schema version of an event type (`None` for a type this code does not know).
 pub fn schema_version(event_type: &str) -> Option<u64> {
+    EventType::parse(event_type).map(current_version)
+}
+
+/// The current schema version of each event type.
+const fn current_version(event_type: EventType) -> u64 {
     match event_type {
-        "OrderCreated" => Some(2),
-        "OrderLineAdded" | "OrderLineRemoved" | "OrderPlaced" | "OrderConfirmed"
-        | "OrderShipped" | "OrderCancelled" | "ProductCreated" | "StockRestocked"
-        | "StockReserved" | "StockReleased" | "StockCommitted" | "PaymentAuthorized"
-        | "PaymentDeclined" | "PaymentRefunded" | "PaymentCaptured" => Some(1),
-        _ => None,
+        EventType::OrderCreated => 2,
+        EventType::OrderLineAdded
+        | EventType::OrderLineRemoved
+        | EventType::OrderPlaced
+        | EventType::OrderConfirmed
+        | EventType::OrderShipped
+        | EventType::OrderCancelled
+        | EventType::ProductCreated
+        | EventType::StockRestocked
+        | EventType::StockReserved
+        | EventType::StockReleased
+        | EventType::StockCommitted
+        | EventType::PaymentAuthorized
+        | EventType::PaymentDeclined
+        | EventType::PaymentRefunded
+        | EventType::PaymentCaptured => 1,
     }
 }
 
@@ -376,8 +391,9 @@ impl StoredEvent {
     /// event. The current version is read straight into its stored form; an older one is
     /// upcast first.
     pub fn decode(event_type: &str, payload: &str) -> Result<DomainEvent, DecodeError> {
-        let current = schema_version(event_type)
+        let kind = EventType::parse(event_type)
             .ok_or_else(|| DecodeError::UnknownEventType(event_type.to_owned()))?;
+        let current = current_version(kind);
         let version = match leading_version(payload) {
             Some(version) => version,
             None => {
@@ -400,10 +416,10 @@ impl StoredEvent {
         let decoded = if version < current {
             let older: Value =
                 serde_json::from_str(payload).map_err(|e| malformed(event_type, e.to_string()))?;
-            let upcast = upcast(event_type, version, older)?;
-            decode_current(event_type, &upcast.to_string())
+            let upcast = upcast(kind, version, older)?;
+            decode_current(kind, &upcast.to_string())
         } else {
-            decode_current(event_type, payload)
+            decode_current(kind, payload)
         };
         decoded.map_err(|reason| malformed(event_type, reason))
     }
@@ -417,14 +433,14 @@ fn malformed(event_type: &str, reason: impl Into<String>) -> DecodeError {
 }
 
 /// Brings a payload from `version` up to the current version of its type, one step at a time.
-fn upcast(event_type: &str, mut version: u64, mut payload: Value) -> Result<Value, DecodeError> {
-    while version < schema_version(event_type).unwrap_or(version) {
-        payload = match (event_type, version) {
-            ("OrderCreated", 1) => order_created_v1_to_v2(payload)
-                .ok_or_else(|| malformed(event_type, "bad v1 shape"))?,
+fn upcast(kind: EventType, mut version: u64, mut payload: Value) -> Result<Value, DecodeError> {
+    while version < current_version(kind) {
+        payload = match (kind, version) {
+            (EventType::OrderCreated, 1) => order_created_v1_to_v2(payload)
+                .ok_or_else(|| malformed(kind.as_str(), "bad v1 shape"))?,
             _ => {
                 return Err(DecodeError::UnsupportedSchemaVersion {
-                    event_type: event_type.to_owned(),
+                    event_type: kind.as_str().to_owned(),
                     version,
                 });
             }
@@ -497,9 +513,9 @@ fn to_stock_move(p: &str) -> Decoded<(Sku, OrderId, Quantity)> {
     ))
 }
 
-fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
-    Ok(match event_type {
-        "OrderCreated" => {
+fn decode_current(kind: EventType, p: &str) -> Decoded<DomainEvent> {
+    Ok(match kind {
+        EventType::OrderCreated => {
             let s: OrderCreatedForm = parse(p)?;
             DomainEvent::OrderCreated(OrderCreated {
                 order_id: OrderId::from_uuid(s.order_id),
@@ -508,21 +524,21 @@ fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
                 lines: to_lines(s.lines)?,
             })
         }
-        "OrderLineAdded" => {
+        EventType::OrderLineAdded => {
             let s: OrderLineAddedForm = parse(p)?;
             DomainEvent::OrderLineAdded(OrderLineAdded {
                 order_id: OrderId::from_uuid(s.order_id),
                 line: to_line(s.line)?,
             })
         }
-        "OrderLineRemoved" => {
+        EventType::OrderLineRemoved => {
             let s: OrderSkuForm = parse(p)?;
             DomainEvent::OrderLineRemoved(OrderLineRemoved {
                 order_id: OrderId::from_uuid(s.order_id),
                 sku: to_sku(&s.sku)?,
             })
         }
-        "OrderPlaced" => {
+        EventType::OrderPlaced => {
             let s: OrderPlacedForm = parse(p)?;
             DomainEvent::OrderPlaced(OrderPlaced {
                 order_id: OrderId::from_uuid(s.order_id),
@@ -532,20 +548,20 @@ fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
                 payment_method: checked("payment_method", PaymentMethod::parse(&s.payment_method))?,
             })
         }
-        "OrderConfirmed" => DomainEvent::OrderConfirmed(OrderConfirmed {
+        EventType::OrderConfirmed => DomainEvent::OrderConfirmed(OrderConfirmed {
             order_id: OrderId::from_uuid(parse::<OrderForm>(p)?.order_id),
         }),
-        "OrderShipped" => DomainEvent::OrderShipped(OrderShipped {
+        EventType::OrderShipped => DomainEvent::OrderShipped(OrderShipped {
             order_id: OrderId::from_uuid(parse::<OrderForm>(p)?.order_id),
         }),
-        "OrderCancelled" => {
+        EventType::OrderCancelled => {
             let s: OrderReasonForm = parse(p)?;
             DomainEvent::OrderCancelled(OrderCancelled {
                 order_id: OrderId::from_uuid(s.order_id),
                 reason: to_reason(&s.reason)?,
             })
         }
-        "ProductCreated" => {
+        EventType::ProductCreated => {
             let s: ProductCreatedForm = parse(p)?;
             DomainEvent::ProductCreated(ProductCreated {
                 sku: to_sku(&s.sku)?,
@@ -554,14 +570,14 @@ fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
                 initial_stock: checked("initial_stock", StockLevel::new(s.initial_stock))?,
             })
         }
-        "StockRestocked" => {
+        EventType::StockRestocked => {
             let s: RestockForm = parse(p)?;
             DomainEvent::StockRestocked(StockRestocked {
                 sku: to_sku(&s.sku)?,
                 quantity: to_quantity(s.quantity)?,
             })
         }
-        "StockReserved" => {
+        EventType::StockReserved => {
             let (sku, order_id, quantity) = to_stock_move(p)?;
             DomainEvent::StockReserved(StockReserved {
                 sku,
@@ -569,7 +585,7 @@ fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
                 quantity,
             })
         }
-        "StockReleased" => {
+        EventType::StockReleased => {
             let (sku, order_id, quantity) = to_stock_move(p)?;
             DomainEvent::StockReleased(StockReleased {
                 sku,
@@ -577,7 +593,7 @@ fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
                 quantity,
             })
         }
-        "StockCommitted" => {
+        EventType::StockCommitted => {
             let (sku, order_id, quantity) = to_stock_move(p)?;
             DomainEvent::StockCommitted(StockCommitted {
                 sku,
@@ -585,7 +601,7 @@ fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
                 quantity,
             })
         }
-        "PaymentAuthorized" => {
+        EventType::PaymentAuthorized => {
             let s: PaymentAuthorizedForm = parse(p)?;
             DomainEvent::PaymentAuthorized(PaymentAuthorized {
                 order_id: OrderId::from_uuid(s.order_id),
@@ -594,7 +610,7 @@ fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
                 method: checked("method", PaymentMethod::parse(&s.method))?,
             })
         }
-        "PaymentDeclined" => {
+        EventType::PaymentDeclined => {
             let s: PaymentDeclinedForm = parse(p)?;
             DomainEvent::PaymentDeclined(PaymentDeclined {
                 order_id: OrderId::from_uuid(s.order_id),
@@ -603,7 +619,7 @@ fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
                 reason: to_reason(&s.reason)?,
             })
         }
-        "PaymentRefunded" => {
+        EventType::PaymentRefunded => {
             let s: PaymentRefundedForm = parse(p)?;
             DomainEvent::PaymentRefunded(PaymentRefunded {
                 order_id: OrderId::from_uuid(s.order_id),
@@ -611,14 +627,13 @@ fn decode_current(event_type: &str, p: &str) -> Decoded<DomainEvent> {
                 reason: to_reason(&s.reason)?,
             })
         }
-        "PaymentCaptured" => {
+        EventType::PaymentCaptured => {
             let s: PaymentCapturedForm = parse(p)?;
             DomainEvent::PaymentCaptured(PaymentCaptured {
                 order_id: OrderId::from_uuid(s.order_id),
                 amount: to_money("amount", s.amount)?,
             })
         }
-        other => return Err(format!("no decoder for {other}")),
     })
 }
 
