@@ -22,8 +22,9 @@ use domain_events::{
     values::{PaymentId, ProductId},
 };
 use event_store::{
-    AggregateId, CommandAppend, CommandRecord, CommandWrite, EventEnvelope, EventId, EventStore,
-    ExpectedVersion, Metadata, Position, PostgresEventStore, Snapshot, StreamAppend, Version,
+    AggregateId, CommandAppend, CommandLog, CommandRecord, CommandWrite, EventEnvelope, EventId,
+    EventStore, ExpectedVersion, Metadata, Position, PostgresEventStore, Snapshot, StreamAppend,
+    Version,
 };
 use serde_json::json;
 use service_runtime::Clock;

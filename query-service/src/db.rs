@@ -235,10 +235,10 @@ pub async fn write_batch(
     let (orders, products, customers) = (batch.orders, batch.products, batch.customers);
     let moved: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(batch.projection)
-        .bind(batch.from.transaction_id as i64)
-        .bind(batch.from.global_position as i64)
-        .bind(batch.to.transaction_id as i64)
-        .bind(batch.to.global_position as i64)
+        .bind(batch.from.to_columns().0)
+        .bind(batch.from.to_columns().1)
+        .bind(batch.to.to_columns().0)
+        .bind(batch.to.to_columns().1)
         .bind(batch.applied)
         .bind(batch.skipped)
         .bind(orders.iter().map(|o| o.order_id).collect::<Vec<_>>())
@@ -337,12 +337,17 @@ pub struct Checkpoint {
     pub event_types: Option<Vec<String>>,
 }
 
+/// A position from its two columns; a negative one is a corrupt row.
+fn position(tx: i64, pos: i64) -> Result<Position, sqlx::Error> {
+    Position::from_columns(tx, pos).map_err(|err| sqlx::Error::Decode(err.into()))
+}
+
 fn checkpoint_from_row(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
     let tx: i64 = row.try_get("transaction_id")?;
     let pos: i64 = row.try_get("global_position")?;
     Ok(Checkpoint {
         projection: row.try_get("projection")?,
-        position: Position::new(tx as u64, pos as u64),
+        position: position(tx, pos)?,
         events_applied: row.try_get("events_applied")?,
         unknown_skipped: row.try_get("unknown_skipped")?,
         state: row.try_get("state")?,
@@ -409,7 +414,7 @@ pub async fn stored_position_on(
     .bind(projection)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(tx, pos)| Position::new(tx as u64, pos as u64)))
+    row.map(|(tx, pos)| position(tx, pos)).transpose()
 }
 
 /// Records a projection's state (and error), outside any batch.

@@ -271,7 +271,7 @@ pub async fn checkpoint(
     .bind(name)
     .fetch_one(conn)
     .await?;
-    Ok(Position::new(tx as u64, pos as u64))
+    Position::from_columns(tx, pos).map_err(|err| sqlx::Error::Decode(err.into()))
 }
 
 /// Moves the follower's checkpoint in the caller's transaction; false if it moved
@@ -289,10 +289,10 @@ pub async fn advance(
          WHERE projection = $1 AND transaction_id = $2 AND global_position = $3",
     )
     .bind(name)
-    .bind(from.transaction_id as i64)
-    .bind(from.global_position as i64)
-    .bind(to.transaction_id as i64)
-    .bind(to.global_position as i64)
+    .bind(from.to_columns().0)
+    .bind(from.to_columns().1)
+    .bind(to.to_columns().0)
+    .bind(to.to_columns().1)
     .bind(applied)
     .execute(conn)
     .await?;

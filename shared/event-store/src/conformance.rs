@@ -12,8 +12,14 @@ use serde_json::json;
 use crate::{
     AggregateId, AppendOptions, Error, EventEnvelope, EventId, EventQuery, EventStore,
     ExpectedVersion, InvalidAppend, Payload, Position, Snapshot, StreamAppend, Subscription,
-    Version, memory::has_duplicates,
+    Version,
 };
+
+/// True when some item repeats.
+fn has_duplicates<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    items.into_iter().any(|item| !seen.insert(item))
+}
 
 /// An event for `stream` at `version`, with a recognisable payload.
 pub fn event(stream: AggregateId, version: u64, event_type: &str) -> EventEnvelope {
@@ -749,4 +755,131 @@ pub async fn wakes_listeners_on_append<S: EventStore + Clone + 'static>(store: &
         "no wake-up arrived after an append"
     );
     writer.await.unwrap();
+}
+
+fn record(command_id: uuid::Uuid, position: Position) -> crate::CommandRecord {
+    crate::CommandRecord {
+        command_id,
+        command_type: "DoThing".into(),
+        request_hash: vec![1, 2, 3],
+        outcome: json!({ "done": true }),
+        recorded_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+        position,
+    }
+}
+
+/// The command log: a command's events and its record are stored together or not at all,
+/// each command id once; a record alone keeps the position it was given.
+pub async fn records_each_command_once<S: EventStore + crate::CommandLog>(store: &S) {
+    use crate::{CommandAppend, CommandWrite};
+    let id = AggregateId::new();
+    let first = uuid::Uuid::new_v4();
+    let append = |command_id, expected, events| CommandAppend {
+        streams: vec![StreamAppend {
+            expected_version: expected,
+            events,
+        }],
+        record: record(command_id, Position::START),
+    };
+    let first_events = events(id, 1..=2);
+    let written = store
+        .append_command(append(
+            first,
+            ExpectedVersion::NoStream,
+            first_events.clone(),
+        ))
+        .await
+        .expect("first command");
+    let CommandWrite::Appended(Some(result)) = written else {
+        panic!("expected events appended, got {written:?}");
+    };
+    assert_eq!(result.streams, vec![(id, Version::new(2))]);
+    let found = store
+        .find_command(first)
+        .await
+        .expect("find")
+        .expect("recorded");
+    assert_eq!(found.command_type, "DoThing");
+    assert_eq!(found.request_hash, vec![1, 2, 3]);
+    assert_eq!(found.outcome, json!({ "done": true }));
+    assert_eq!(
+        found.position,
+        Some(result.position),
+        "the last event's position"
+    );
+
+    // The same command again, as a retry sends it (the same event ids): nothing more is
+    // written.
+    assert_eq!(
+        store
+            .append_command(append(first, ExpectedVersion::NoStream, first_events))
+            .await
+            .expect("retry"),
+        CommandWrite::AlreadyRecorded
+    );
+    // The same id with other events: the id decides.
+    assert_eq!(
+        store
+            .append_command(append(
+                first,
+                ExpectedVersion::Exact(Version::new(2)),
+                events(id, 3..=3)
+            ))
+            .await
+            .expect("reused id"),
+        CommandWrite::AlreadyRecorded
+    );
+    assert_eq!(
+        store
+            .get_events_for_aggregate(id, None)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A stale expected version writes neither the events nor the record.
+    let stale = uuid::Uuid::new_v4();
+    let err = store
+        .append_command(append(
+            stale,
+            ExpectedVersion::Exact(Version::new(1)),
+            events(id, 2..=2),
+        ))
+        .await
+        .expect_err("stale version");
+    assert!(matches!(err, Error::VersionConflict { .. }), "{err:?}");
+    assert_eq!(store.find_command(stale).await.unwrap(), None);
+
+    // A record alone (a command that changed nothing, or a void) keeps its given position.
+    let alone = uuid::Uuid::new_v4();
+    let at = result.position;
+    assert_eq!(
+        store
+            .append_command(CommandAppend {
+                streams: vec![],
+                record: record(alone, at),
+            })
+            .await
+            .expect("record only"),
+        CommandWrite::Appended(None)
+    );
+    assert_eq!(
+        store.find_command(alone).await.unwrap().unwrap().position,
+        Some(at)
+    );
+    assert_eq!(
+        store
+            .append_command(CommandAppend {
+                streams: vec![],
+                record: record(alone, at),
+            })
+            .await
+            .expect("record only, again"),
+        CommandWrite::AlreadyRecorded
+    );
+    assert_eq!(
+        store.find_command(uuid::Uuid::new_v4()).await.unwrap(),
+        None
+    );
 }

@@ -10,9 +10,10 @@
 //! out a position below a transaction that is still running, so an event that commits late
 //! is never skipped (see `ARCHITECTURE.md`).
 //!
-//! Two implementations pass the same [`conformance`] suite: [`PostgresEventStore`] and
+//! Two implementations pass the same conformance suite (the `conformance` feature): [`PostgresEventStore`] and
 //! [`InMemoryEventStore`]. This crate knows nothing of orders or gRPC.
 
+mod command_log;
 mod envelope;
 mod error;
 mod ids;
@@ -23,19 +24,17 @@ mod query;
 mod snapshot;
 mod store;
 mod subscription;
-mod writer;
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use command_log::{CommandAppend, CommandLog, CommandRecord, CommandWrite, RecordedCommand};
 pub use envelope::{EventEnvelope, EventEnvelopeBuilder, Metadata, Payload, RecordedEvent};
 pub use error::{Error, InvalidAppend, Result};
 pub use ids::{AggregateId, EventId, Version};
 pub use memory::InMemoryEventStore;
 pub use position::{ParsePositionError, Position};
-pub use postgres::{
-    CommandAppend, CommandRecord, CommandWrite, NOTIFY_CHANNEL, Notifier, PostgresEventStore,
-    RecordedCommand,
-};
+pub use postgres::{DEFAULT_WRITERS, MAX_BATCH, NOTIFY_CHANNEL, Notifier, PostgresEventStore};
 pub use query::EventQuery;
 pub use snapshot::Snapshot;
 pub use store::{
@@ -43,7 +42,6 @@ pub use store::{
     StreamAppend,
 };
 pub use subscription::{Subscription, Wakeup};
-pub use writer::{DEFAULT_WRITERS, MAX_BATCH};
 
 /// The migrations this crate's PostgreSQL schema needs, applied by every service at start-up.
 ///

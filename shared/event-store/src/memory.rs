@@ -1,15 +1,19 @@
 //! The in-memory store: the same contract as PostgreSQL, for unit tests and examples.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use tokio::sync::watch;
 
+use uuid::Uuid;
+
 use crate::{
-    AggregateId, Error, EventId, EventQuery, EventStore, MultiAppendResult, Position,
-    RecordedEvent, Result, Snapshot, StreamAppend, Version, Wakeup, store::validate,
+    AggregateId, CommandAppend, CommandLog, CommandWrite, Error, EventId, EventQuery, EventStore,
+    MultiAppendResult, Position, RecordedCommand, RecordedEvent, Result, Snapshot, StreamAppend,
+    Version, Wakeup,
+    store::{replayed, validate},
 };
 
 /// An event store held in memory. Clones share the same events.
@@ -32,6 +36,8 @@ struct State {
     versions: HashMap<AggregateId, Version>,
     /// The latest snapshot of each aggregate.
     snapshots: HashMap<AggregateId, Snapshot>,
+    /// The command log, by command id.
+    commands: HashMap<Uuid, RecordedCommand>,
     /// The id the next append gets.
     next_transaction: u64,
 }
@@ -64,6 +70,46 @@ impl InMemoryEventStore {
 }
 
 impl State {
+    /// Checks every stream's expected version, then appends all of them as one
+    /// transaction. The caller validated the request and ruled out a replay.
+    fn append(&mut self, streams: Vec<StreamAppend>) -> Result<MultiAppendResult> {
+        for stream in &streams {
+            let id = stream.events[0].aggregate_id;
+            let actual = self.version_of(id);
+            if let Some(expected) = stream.expected_version.required()
+                && expected != actual
+            {
+                return Err(Error::VersionConflict {
+                    aggregate_id: id,
+                    expected: stream.expected_version,
+                    actual,
+                });
+            }
+        }
+        let transaction_id = self.next_transaction;
+        self.next_transaction += 1;
+        let mut written = Vec::with_capacity(streams.len());
+        let mut position = Position::START;
+        for stream in streams {
+            let id = stream.events[0].aggregate_id;
+            let mut version = self.version_of(id);
+            for mut envelope in stream.events {
+                version = version.next();
+                envelope.version = version;
+                position = Position::new(transaction_id, self.events.len() as u64 + 1);
+                let index = self.events.len();
+                self.by_event_id.insert(envelope.event_id, index);
+                self.events.push(RecordedEvent { position, envelope });
+            }
+            self.versions.insert(id, version);
+            written.push((id, version));
+        }
+        Ok(MultiAppendResult {
+            streams: written,
+            position,
+        })
+    }
+
     fn version_of(&self, id: AggregateId) -> Version {
         self.versions.get(&id).copied().unwrap_or(Version::INITIAL)
     }
@@ -92,23 +138,47 @@ impl State {
     }
 }
 
-/// Builds the result of an idempotent retry from the events that are already stored.
-pub(crate) fn replayed(streams: &[StreamAppend], stored: &[&RecordedEvent]) -> MultiAppendResult {
-    let streams = streams
-        .iter()
-        .filter_map(|s| s.events.first())
-        .map(|first| {
-            let version = stored
-                .iter()
-                .filter(|e| e.aggregate_id == first.aggregate_id)
-                .map(|e| e.version)
-                .max()
-                .unwrap_or_default();
-            (first.aggregate_id, version)
-        })
-        .collect();
-    let position = stored.iter().map(|e| e.position).max().unwrap_or_default();
-    MultiAppendResult { streams, position }
+impl CommandLog for InMemoryEventStore {
+    async fn append_command(&self, command: CommandAppend) -> Result<CommandWrite> {
+        if !command.streams.is_empty() {
+            validate(&command.streams)?;
+        }
+        let CommandAppend { streams, record } = command;
+        let written = {
+            let mut state = self.lock();
+            if state.commands.contains_key(&record.command_id) {
+                return Ok(CommandWrite::AlreadyRecorded);
+            }
+            let written = if streams.is_empty() {
+                None
+            } else {
+                if state.replayed_result(&streams)?.is_some() {
+                    // Every event is stored: the same command, written by a retry.
+                    return Ok(CommandWrite::AlreadyRecorded);
+                }
+                Some(state.append(streams)?)
+            };
+            let position = written.as_ref().map_or(record.position, |w| w.position);
+            state.commands.insert(
+                record.command_id,
+                RecordedCommand {
+                    command_type: record.command_type,
+                    request_hash: record.request_hash,
+                    outcome: record.outcome,
+                    position: Some(position),
+                },
+            );
+            written
+        };
+        if written.is_some() {
+            self.appended.send_modify(|n| *n += 1);
+        }
+        Ok(CommandWrite::Appended(written))
+    }
+
+    async fn find_command(&self, command_id: Uuid) -> Result<Option<RecordedCommand>> {
+        Ok(self.lock().commands.get(&command_id).cloned())
+    }
 }
 
 impl EventStore for InMemoryEventStore {
@@ -119,41 +189,7 @@ impl EventStore for InMemoryEventStore {
             if let Some(result) = state.replayed_result(&streams)? {
                 return Ok(result);
             }
-            for stream in &streams {
-                let id = stream.events[0].aggregate_id;
-                let actual = state.version_of(id);
-                if let Some(expected) = stream.expected_version.required()
-                    && expected != actual
-                {
-                    return Err(Error::VersionConflict {
-                        aggregate_id: id,
-                        expected: stream.expected_version,
-                        actual,
-                    });
-                }
-            }
-            let transaction_id = state.next_transaction;
-            state.next_transaction += 1;
-            let mut written = Vec::with_capacity(streams.len());
-            let mut position = Position::START;
-            for stream in streams {
-                let id = stream.events[0].aggregate_id;
-                let mut version = state.version_of(id);
-                for mut envelope in stream.events {
-                    version = version.next();
-                    envelope.version = version;
-                    position = Position::new(transaction_id, state.events.len() as u64 + 1);
-                    let index = state.events.len();
-                    state.by_event_id.insert(envelope.event_id, index);
-                    state.events.push(RecordedEvent { position, envelope });
-                }
-                state.versions.insert(id, version);
-                written.push((id, version));
-            }
-            MultiAppendResult {
-                streams: written,
-                position,
-            }
+            state.append(streams)?
         };
         self.appended.send_modify(|n| *n += 1);
         Ok(result)
@@ -227,12 +263,6 @@ impl EventStore for InMemoryEventStore {
     }
 }
 
-/// Ids already seen, used by [`crate::conformance`] to check for duplicates.
-pub(crate) fn has_duplicates<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> bool {
-    let mut seen = HashSet::new();
-    items.into_iter().any(|item| !seen.insert(item))
-}
-
 #[cfg(test)]
 mod tests {
     //! The conformance suite against the in-memory store.
@@ -298,5 +328,10 @@ mod tests {
     #[tokio::test]
     async fn wakes_listeners_on_append() {
         conformance::wakes_listeners_on_append(&InMemoryEventStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn records_each_command_once() {
+        conformance::records_each_command_once(&InMemoryEventStore::new()).await;
     }
 }

@@ -36,6 +36,29 @@ impl Position {
         }
     }
 
+    /// From the two `bigint` columns PostgreSQL stores it in. A negative part can only
+    /// come from a corrupt row.
+    pub fn from_columns(transaction_id: i64, global_position: i64) -> crate::Result<Self> {
+        match (
+            u64::try_from(transaction_id),
+            u64::try_from(global_position),
+        ) {
+            (Ok(tx), Ok(pos)) => Ok(Self::new(tx, pos)),
+            _ => Err(crate::Error::Corrupt(format!(
+                "a negative position: {transaction_id}.{global_position}"
+            ))),
+        }
+    }
+
+    /// As the two `bigint` columns. A part beyond `i64::MAX` (which no store hands out)
+    /// becomes `i64::MAX`, which still sorts after every stored position.
+    pub fn to_columns(self) -> (i64, i64) {
+        (
+            i64::try_from(self.transaction_id).unwrap_or(i64::MAX),
+            i64::try_from(self.global_position).unwrap_or(i64::MAX),
+        )
+    }
+
     /// The opaque token form, `"<transaction>.<sequence>"`.
     pub fn to_token(self) -> String {
         self.to_string()
@@ -67,7 +90,7 @@ impl FromStr for Position {
         let transaction_id = parse(tx)?;
         let global_position = parse(pos)?;
         // Both parts are stored as PostgreSQL bigints.
-        if transaction_id > i64::MAX as u64 || global_position > i64::MAX as u64 {
+        if i64::try_from(transaction_id).is_err() || i64::try_from(global_position).is_err() {
             return Err(ParsePositionError);
         }
         Ok(Position::new(transaction_id, global_position))
@@ -100,6 +123,15 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<Position>(), Err(ParsePositionError), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn converts_to_and_from_bigint_columns() {
+        let p = Position::new(741, 12);
+        assert_eq!(Position::from_columns(741, 12).unwrap(), p);
+        assert_eq!(p.to_columns(), (741, 12));
+        assert!(Position::from_columns(-1, 12).is_err());
+        assert_eq!(Position::new(u64::MAX, 1).to_columns(), (i64::MAX, 1));
     }
 
     #[test]

@@ -280,3 +280,22 @@ pub(crate) fn validate(streams: &[StreamAppend]) -> Result<(), InvalidAppend> {
     }
     Ok(())
 }
+
+/// Builds the result of an idempotent retry from the events that are already stored.
+pub(crate) fn replayed(streams: &[StreamAppend], stored: &[&RecordedEvent]) -> MultiAppendResult {
+    let streams = streams
+        .iter()
+        .filter_map(|s| s.events.first())
+        .map(|first| {
+            let version = stored
+                .iter()
+                .filter(|e| e.aggregate_id == first.aggregate_id)
+                .map(|e| e.version)
+                .max()
+                .unwrap_or_default();
+            (first.aggregate_id, version)
+        })
+        .collect();
+    let position = stored.iter().map(|e| e.position).max().unwrap_or_default();
+    MultiAppendResult { streams, position }
+}

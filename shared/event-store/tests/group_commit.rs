@@ -7,8 +7,8 @@ test_support::database_for_tests!();
 
 use chrono::Utc;
 use event_store::{
-    AggregateId, CommandAppend, CommandRecord, CommandWrite, Error, ExpectedVersion, Position,
-    PostgresEventStore, StreamAppend, Version, conformance,
+    AggregateId, CommandAppend, CommandLog, CommandRecord, CommandWrite, Error, ExpectedVersion,
+    Position, PostgresEventStore, StreamAppend, Version, conformance,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -66,7 +66,7 @@ async fn recorded_position(pool: &PgPool, command: &CommandAppend) -> Option<Pos
     .fetch_optional(pool)
     .await
     .unwrap();
-    row.map(|(tx, pos)| Position::new(tx as u64, pos as u64))
+    row.map(|(tx, pos)| Position::from_columns(tx, pos).unwrap())
 }
 
 /// One statement carries the commands it can; a failed version check and a command on a

@@ -22,6 +22,11 @@ async fn appends_and_reads_a_stream(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn records_each_command_once(pool: PgPool) {
+    conformance::records_each_command_once(&store(pool)).await;
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn checks_expected_versions(pool: PgPool) {
     conformance::checks_expected_versions(&store(pool)).await;
 }

@@ -13,10 +13,8 @@ use std::sync::{Arc, OnceLock};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::{
-    Error, Result,
-    postgres::{CommandAppend, CommandWrite, Notifier, write_commands},
-};
+use super::{command_log::write_commands, notifier::Notifier};
+use crate::{CommandAppend, CommandWrite, Error, Result};
 
 /// The most commands one statement carries.
 pub const MAX_BATCH: usize = 256;
