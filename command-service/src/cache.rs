@@ -6,21 +6,20 @@
 //! (the append expects the cached version, so a stale entry fails with a version conflict
 //! and is evicted); a refusal or a no-op made from it is decided again from the store.
 
-use std::{
-    any::Any,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use event_store::{AggregateId, Position, Version};
 use service_runtime::bounded::BoundedMap;
+
+use crate::domain::State;
 
 /// How many aggregates are kept; past this, the oldest quarter is dropped.
 pub const CAPACITY: usize = 100_000;
 
 /// One cached aggregate.
 pub struct Cached {
-    /// The aggregate's state (the concrete aggregate type behind `Any`).
-    pub state: Arc<dyn Any + Send + Sync>,
+    /// The aggregate's state (shared with the snapshot being written, if any).
+    pub state: Arc<State>,
     /// Its version.
     pub version: Version,
     /// The position of its last event.

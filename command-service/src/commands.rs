@@ -2,9 +2,10 @@
 //! outcome it records for each.
 
 use domain_events::values::{
-    Currency, CustomerId, Money, OrderId, PaymentMethod, Quantity, Sku, StockLevel, Text,
+    Currency, CustomerId, Money, OrderId, PaymentId, PaymentMethod, ProductId, Quantity, Sku,
+    StockLevel, Text,
 };
-use event_store::{Position, Version};
+use event_store::{AggregateId, Position, Version};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -110,6 +111,63 @@ pub enum Command {
         /// Why.
         reason: Text,
     },
+}
+
+/// The aggregates a command is about, known before anything is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streams {
+    /// The aggregates whose commands queue behind each other in this process (sorted,
+    /// without repeats, so two commands needing the same ones cannot deadlock). ShipOrder
+    /// also writes its products and payment, found from the order once it is read; it
+    /// queues on the order only.
+    pub keys: Vec<AggregateId>,
+    /// The command creates every aggregate it touches, so its first attempt may take them
+    /// to be new without reading them (the append's "no stream" check confirms it).
+    pub creates: bool,
+}
+
+/// An order's stream: its id is the order id.
+pub fn order_stream(order_id: OrderId) -> AggregateId {
+    AggregateId::from_uuid(order_id.as_uuid())
+}
+
+/// A product's inventory stream, derived from its SKU.
+pub fn product_stream(sku: &Sku) -> AggregateId {
+    AggregateId::from_uuid(ProductId::for_sku(sku).as_uuid())
+}
+
+/// An order's payment stream, derived from the order id.
+pub fn payment_stream(order_id: OrderId) -> AggregateId {
+    AggregateId::from_uuid(PaymentId::for_order(order_id).as_uuid())
+}
+
+impl Command {
+    /// The aggregates this command is about: the one place that says so.
+    pub fn streams(&self) -> Streams {
+        let (mut keys, creates) = match self {
+            Command::CreateOrder { order_id, .. } => (vec![order_stream(*order_id)], true),
+            Command::AddOrderLine { order_id, .. }
+            | Command::RemoveOrderLine { order_id, .. }
+            | Command::PlaceOrder { order_id, .. }
+            | Command::ConfirmOrder { order_id }
+            | Command::ShipOrder { order_id }
+            | Command::CancelOrder { order_id, .. } => (vec![order_stream(*order_id)], false),
+            Command::CreateProduct { sku, .. } => (vec![product_stream(sku)], true),
+            Command::RestockProduct { sku, .. } => (vec![product_stream(sku)], false),
+            Command::ReserveStock { items, .. } => (
+                items.iter().map(|(sku, _)| product_stream(sku)).collect(),
+                false,
+            ),
+            Command::ReleaseStock { skus, .. } => {
+                (skus.iter().map(product_stream).collect(), false)
+            }
+            Command::AuthorizePayment { order_id, .. } => (vec![payment_stream(*order_id)], true),
+            Command::RefundPayment { order_id, .. } => (vec![payment_stream(*order_id)], false),
+        };
+        keys.sort();
+        keys.dedup();
+        Streams { keys, creates }
+    }
 }
 
 /// An order line as a client asks for it: the price comes from the catalogue.

@@ -1,18 +1,21 @@
 //! command-service: the write side of the order system.
 //!
 //! Requests arrive as gRPC calls ([`grpc`]), are parsed into domain commands at the edge
-//! ([`edge`]), and run through the [`pipeline`]: load the aggregates ([`domain`]), decide,
-//! append the events with optimistic concurrency and a durable idempotency record.
+//! ([`edge`]), and run through the [`pipeline`]: load the aggregates ([`domain`]), decide
+//! (routed in `decide.rs`), append the events with optimistic concurrency and a durable
+//! idempotency record.
 
 pub mod backlog;
 pub mod cache;
 pub mod commands;
+mod decide;
 pub mod domain;
 pub mod edge;
 pub mod error;
 pub mod grpc;
 pub mod pipeline;
 pub mod reference;
+mod session;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 

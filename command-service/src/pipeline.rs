@@ -15,16 +15,11 @@
 //! 5. After the commit, subscribers are woken and due snapshots are written in the
 //!    background, off the command's critical path.
 
-use std::{any::Any, sync::Arc};
+use std::sync::Arc;
 
-use domain_events::{
-    StoredEvent,
-    values::{PaymentId, ProductId},
-};
 use event_store::{
-    AggregateId, CommandAppend, CommandLog, CommandRecord, CommandWrite, EventEnvelope, EventId,
-    EventStore, ExpectedVersion, Metadata, Position, PostgresEventStore, Snapshot, StreamAppend,
-    Version,
+    AggregateId, CommandAppend, CommandLog, CommandRecord, CommandWrite, EventStore, Position,
+    PostgresEventStore, Snapshot,
 };
 use serde_json::json;
 use service_runtime::Clock;
@@ -35,13 +30,18 @@ use crate::{
     backlog::SagaBacklog,
     cache::{AggregateCache, Cached},
     commands::{Command, Detail, Envelope, Outcome, Write},
-    domain::{
-        Aggregate, DomainError, Order, OrderCommand, Payment, PaymentCommand, PaymentStatus,
-        Product, ProductCommand,
-    },
+    decide::decide,
+    domain::State,
     error::CommandError,
-    reference::{OrderFact, References},
+    reference::References,
+    session::{Entry, Session},
 };
+
+/// What the pipeline needs of its store: the event store and the command log.
+/// [`PostgresEventStore`] in production; [`event_store::InMemoryEventStore`] in unit tests.
+pub trait Store: EventStore + CommandLog + Clone + Send + Sync + 'static {}
+
+impl<S: EventStore + CommandLog + Clone + Send + Sync + 'static> Store for S {}
 
 /// The command type under which a voided command id is recorded.
 pub const VOIDED: &str = "(voided)";
@@ -53,8 +53,8 @@ pub const MAX_ATTEMPTS: usize = 10;
 
 /// Runs commands against the event store.
 #[derive(Clone)]
-pub struct Pipeline {
-    store: PostgresEventStore,
+pub struct Pipeline<S = PostgresEventStore> {
+    store: S,
     clock: Arc<dyn Clock>,
     snapshot_every: u64,
     locks: Arc<KeyedLocks>,
@@ -63,10 +63,10 @@ pub struct Pipeline {
     backlog: Option<Arc<SagaBacklog>>,
 }
 
-impl Pipeline {
+impl<S: Store> Pipeline<S> {
     /// A pipeline writing to `store`, stamping events with `clock`, snapshotting each
     /// aggregate every `snapshot_every` events (0: never).
-    pub fn new(store: PostgresEventStore, clock: Arc<dyn Clock>, snapshot_every: u64) -> Self {
+    pub fn new(store: S, clock: Arc<dyn Clock>, snapshot_every: u64) -> Self {
         Self {
             store,
             clock,
@@ -120,9 +120,9 @@ impl Pipeline {
     }
 
     async fn execute_admitted(&self, envelope: &Envelope) -> Result<Outcome, CommandError> {
-        let _turn = self.locks.lock(lock_keys(&envelope.command)).await;
-        let mut session =
-            Session::optimistic(&self.store, &self.cache, creates_streams(&envelope.command));
+        let streams = envelope.command.streams();
+        let _turn = self.locks.lock(streams.keys).await;
+        let mut session = Session::optimistic(&self.store, &self.cache, streams.creates);
         let decided = decide(
             &envelope.command,
             &mut session,
@@ -161,7 +161,7 @@ impl Pipeline {
     async fn settle(
         &self,
         envelope: &Envelope,
-        mut session: Session<'_>,
+        mut session: Session<'_, S>,
         mut decided: Result<Detail, CommandError>,
         mut attempt: usize,
     ) -> Result<Outcome, CommandError> {
@@ -295,7 +295,7 @@ impl Pipeline {
     async fn commit(
         &self,
         envelope: &Envelope,
-        session: Session<'_>,
+        session: Session<'_, S>,
         detail: Detail,
     ) -> Result<Option<Outcome>, CommandError> {
         let now = self.clock.now();
@@ -332,21 +332,33 @@ impl Pipeline {
             CommandWrite::Appended(None) => Ok(Some(outcome)),
             CommandWrite::Appended(Some(appended)) => {
                 outcome.position = appended.position;
-                for mut entry in session.entries {
+                for entry in session.entries {
                     let written = !entry.pending.is_empty();
-                    let state: Arc<dyn Any + Send + Sync> =
-                        Arc::from(std::mem::replace(&mut entry.state, Box::new(())));
+                    let Entry {
+                        id,
+                        loaded_version,
+                        last_position,
+                        ..
+                    } = entry;
+                    let version = entry.version();
+                    let state = Arc::new(entry.state);
                     if written {
-                        self.snapshot_in_background(&entry, state.clone(), outcome.position, now);
+                        self.snapshot_in_background(
+                            id,
+                            (loaded_version, version),
+                            state.clone(),
+                            outcome.position,
+                            now,
+                        );
                     }
                     self.cache.put(
-                        entry.id,
+                        id,
                         Cached {
-                            version: entry.version(),
+                            version,
                             last_position: if written {
                                 Some(appended.position)
                             } else {
-                                entry.last_position
+                                last_position
                             },
                             state,
                         },
@@ -357,40 +369,34 @@ impl Pipeline {
         }
     }
 
-    /// Writes a snapshot of `entry` (whose new state is `state`) if its version crossed a
-    /// multiple of the snapshot interval. Encoding and writing happen in a task of their
-    /// own; failures are logged: a missing snapshot only costs load time.
+    /// Writes a snapshot of aggregate `aggregate_id` (moved from version `before` to
+    /// `after`, now in `state`) if its version crossed a multiple of the snapshot interval.
+    /// Encoding and writing happen in a task of their own; failures are logged: a missing
+    /// snapshot only costs load time.
     fn snapshot_in_background(
         &self,
-        entry: &Entry,
-        state: Arc<dyn Any + Send + Sync>,
+        aggregate_id: AggregateId,
+        (before, after): (event_store::Version, event_store::Version),
+        state: Arc<State>,
         position: Position,
         now: chrono::DateTime<chrono::Utc>,
     ) {
-        if self.snapshot_every == 0 {
+        if self.snapshot_every == 0
+            || before.get() / self.snapshot_every == after.get() / self.snapshot_every
+        {
             return;
         }
-        let (before, after) = (entry.loaded_version.get(), entry.version().get());
-        if before / self.snapshot_every == after / self.snapshot_every {
-            return;
-        }
-        let (encode, store) = (entry.encode_state, self.store.clone());
-        let (aggregate_id, version, schema_version, aggregate_type) = (
-            entry.id,
-            entry.version(),
-            entry.snapshot_schema,
-            entry.aggregate_type.to_owned(),
-        );
+        let store = self.store.clone();
         tokio::spawn(async move {
-            let Some(state) = encode(state.as_ref()) else {
+            let Ok(encoded) = state.encode() else {
                 return;
             };
             let snapshot = Snapshot {
                 aggregate_id,
-                aggregate_type,
-                version,
-                schema_version,
-                state: json!({ "position": position, "state": state }),
+                aggregate_type: state.aggregate_type().to_owned(),
+                version: after,
+                schema_version: state.snapshot_schema(),
+                state: json!({ "position": position, "state": encoded }),
                 taken_at: now,
             };
             match store.save_snapshot(snapshot).await {
@@ -399,48 +405,6 @@ impl Pipeline {
             }
         });
     }
-}
-
-/// Commands that create every aggregate they touch: an order, a product, an order's payment.
-fn creates_streams(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::CreateOrder { .. }
-            | Command::CreateProduct { .. }
-            | Command::AuthorizePayment { .. }
-    )
-}
-
-/// The aggregates whose commands queue behind each other in this process: racing for a
-/// version in PostgreSQL only to retry is slower than waiting in line.
-fn lock_keys(command: &Command) -> Vec<AggregateId> {
-    let order = |id: domain_events::values::OrderId| AggregateId::from_uuid(id.as_uuid());
-    let product = |sku: &domain_events::values::Sku| {
-        AggregateId::from_uuid(ProductId::for_sku(sku).as_uuid())
-    };
-    let mut keys = match command {
-        Command::CreateOrder { order_id, .. }
-        | Command::AddOrderLine { order_id, .. }
-        | Command::RemoveOrderLine { order_id, .. }
-        | Command::PlaceOrder { order_id, .. }
-        | Command::ConfirmOrder { order_id }
-        | Command::ShipOrder { order_id }
-        | Command::CancelOrder { order_id, .. } => vec![order(*order_id)],
-        Command::CreateProduct { sku, .. } | Command::RestockProduct { sku, .. } => {
-            vec![product(sku)]
-        }
-        Command::ReserveStock { items, .. } => items.iter().map(|(sku, _)| product(sku)).collect(),
-        Command::ReleaseStock { skus, .. } => skus.iter().map(product).collect(),
-        Command::AuthorizePayment { order_id, .. } | Command::RefundPayment { order_id, .. } => {
-            vec![AggregateId::from_uuid(
-                PaymentId::for_order(*order_id).as_uuid(),
-            )]
-        }
-    };
-    // A fixed order, so two commands needing the same keys cannot deadlock.
-    keys.sort();
-    keys.dedup();
-    keys
 }
 
 /// One async mutex per aggregate id, created on demand and dropped when idle.
@@ -470,546 +434,5 @@ impl KeyedLocks {
     }
 }
 
-/// One aggregate loaded during a command.
-struct Entry {
-    id: AggregateId,
-    aggregate_type: &'static str,
-    snapshot_schema: u32,
-    loaded_version: Version,
-    /// Position of the aggregate's last stored event, if any.
-    last_position: Option<Position>,
-    state: Box<dyn Any + Send + Sync>,
-    encode_state: fn(&(dyn Any + Send + Sync)) -> Option<serde_json::Value>,
-    /// Events decided in this command, already applied to `state`.
-    pending: Vec<domain_events::DomainEvent>,
-    /// Taken from the cache or assumed new rather than read from the store.
-    unverified: bool,
-}
-
-impl Entry {
-    fn new<A: Aggregate>(
-        id: AggregateId,
-        state: A,
-        loaded_version: Version,
-        last_position: Option<Position>,
-    ) -> Self {
-        Self {
-            id,
-            aggregate_type: A::TYPE,
-            snapshot_schema: A::SNAPSHOT_SCHEMA,
-            loaded_version,
-            last_position,
-            state: Box::new(state),
-            encode_state: encode_state::<A>,
-            pending: Vec::new(),
-            unverified: false,
-        }
-    }
-
-    fn unverified(self) -> Self {
-        Self {
-            unverified: true,
-            ..self
-        }
-    }
-
-    fn version(&self) -> Version {
-        Version::new(self.loaded_version.get() + self.pending.len() as u64)
-    }
-}
-
-fn encode_state<A: Aggregate>(state: &(dyn Any + Send + Sync)) -> Option<serde_json::Value> {
-    serde_json::to_value(state.downcast_ref::<A>()?).ok()
-}
-
-/// The aggregates one attempt at a command has loaded, and the events it decided.
-struct Session<'a> {
-    store: &'a PostgresEventStore,
-    entries: Vec<Entry>,
-    /// Aggregates found here are used without reading the store (unverified).
-    cache: Option<&'a AggregateCache>,
-    /// Take every aggregate not in the cache to be new instead of reading it (unverified).
-    assume_new: bool,
-}
-
-impl<'a> Session<'a> {
-    /// A session that reads every aggregate from the store.
-    fn new(store: &'a PostgresEventStore) -> Self {
-        Self {
-            store,
-            entries: Vec::new(),
-            cache: None,
-            assume_new: false,
-        }
-    }
-
-    /// A session that takes aggregates from `cache` when it has them and, if `assume_new`,
-    /// takes the others to be new; it reads the store only for the rest.
-    fn optimistic(
-        store: &'a PostgresEventStore,
-        cache: &'a AggregateCache,
-        assume_new: bool,
-    ) -> Self {
-        Self {
-            cache: Some(cache),
-            assume_new,
-            ..Self::new(store)
-        }
-    }
-
-    /// True when some aggregate was not read from the store.
-    fn has_unverified(&self) -> bool {
-        self.entries.iter().any(|e| e.unverified)
-    }
-
-    /// True when every aggregate not read from the store has events to append, so the
-    /// append's version check confirms the state the decision assumed.
-    fn unverified_all_written(&self) -> bool {
-        self.entries
-            .iter()
-            .all(|e| !e.unverified || !e.pending.is_empty())
-    }
-
-    /// Loads an aggregate (once per session) and returns its state and version.
-    async fn load<A: Aggregate>(&mut self, id: AggregateId) -> Result<(&A, Version), CommandError> {
-        let index = match self.entries.iter().position(|e| e.id == id) {
-            Some(index) => index,
-            None => {
-                let cached = self.cache.and_then(|cache| cache.take(id)).and_then(|c| {
-                    // Taken out of the cache, the state is usually ours alone: no copy.
-                    let state = Arc::downcast::<A>(c.state).ok()?;
-                    let state = Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone());
-                    Some(Entry::new::<A>(id, state, c.version, c.last_position))
-                });
-                if self.cache.is_some() {
-                    let result = if cached.is_some() { "hit" } else { "miss" };
-                    metrics::counter!("command_aggregate_cache_total", "result" => result)
-                        .increment(1);
-                }
-                let entry = match cached {
-                    Some(entry) => entry.unverified(),
-                    None if self.assume_new => {
-                        Entry::new::<A>(id, A::default(), Version::INITIAL, None).unverified()
-                    }
-                    None => load::<A>(self.store, id).await?,
-                };
-                self.entries.push(entry);
-                self.entries.len() - 1
-            }
-        };
-        let entry = &self.entries[index];
-        let state = entry
-            .state
-            .downcast_ref::<A>()
-            .ok_or_else(|| CommandError::NotFound(format!("{id} is not a {}", A::TYPE)))?;
-        Ok((state, entry.version()))
-    }
-
-    /// Asks a loaded aggregate to handle a command; its events are applied and kept for the
-    /// append. `what` names the aggregate in a not-found message.
-    fn decide<A: Aggregate>(
-        &mut self,
-        id: AggregateId,
-        what: &str,
-        command: &A::Command,
-    ) -> Result<usize, CommandError> {
-        let entry = self
-            .entries
-            .iter_mut()
-            .find(|e| e.id == id)
-            .ok_or_else(|| {
-                CommandError::Internal(format!("{what} decided before it was loaded"))
-            })?;
-        let state = entry
-            .state
-            .downcast_mut::<A>()
-            .ok_or_else(|| CommandError::NotFound(format!("{what} not found")))?;
-        let events = state.handle(command).map_err(|err| match err {
-            DomainError::NotFound(_) => CommandError::NotFound(format!("{what} not found")),
-            refused => refused.into(),
-        })?;
-        for event in &events {
-            state.apply(event);
-        }
-        let count = events.len();
-        entry.pending.extend(events);
-        Ok(count)
-    }
-
-    /// The position of the newest stored event among the loaded aggregates.
-    fn last_position(&self) -> Position {
-        self.entries
-            .iter()
-            .filter_map(|e| e.last_position)
-            .max()
-            .unwrap_or(Position::START)
-    }
-
-    /// The appends for every aggregate with decided events.
-    fn appends(
-        &self,
-        envelope: &Envelope,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Vec<StreamAppend> {
-        // The trace of the call that decided the events goes with them (W3C traceparent,
-        // as the CloudEvents distributed-tracing extension stores it), so whoever acts on
-        // them later (the saga) continues it.
-        let extra: std::collections::BTreeMap<String, serde_json::Value> =
-            service_runtime::telemetry::current_traceparent()
-                .map(|tp| ("traceparent".to_owned(), serde_json::Value::String(tp)))
-                .into_iter()
-                .collect();
-        self.entries
-            .iter()
-            .filter(|e| !e.pending.is_empty())
-            .map(|entry| {
-                let expected = if entry.loaded_version == Version::INITIAL {
-                    ExpectedVersion::NoStream
-                } else {
-                    ExpectedVersion::Exact(entry.loaded_version)
-                };
-                let events = entry
-                    .pending
-                    .iter()
-                    .enumerate()
-                    .map(|(i, event)| {
-                        let version = Version::new(entry.loaded_version.get() + 1 + i as u64);
-                        let stored = StoredEvent::encode(event);
-                        EventEnvelope {
-                            // Derived from the command, so the same decision always has the
-                            // same event ids and the store can recognise a replay.
-                            event_id: EventId::from_uuid(Uuid::new_v5(
-                                &envelope.command_id,
-                                format!("{}/{}", entry.id, version).as_bytes(),
-                            )),
-                            event_type: stored.event_type.to_owned(),
-                            aggregate_id: entry.id,
-                            aggregate_type: entry.aggregate_type.to_owned(),
-                            version,
-                            timestamp: now,
-                            payload: stored.payload.into(),
-                            metadata: Metadata {
-                                correlation_id: Some(envelope.correlation_id),
-                                causation_id: Some(envelope.command_id),
-                                extra: extra.clone(),
-                            },
-                        }
-                    })
-                    .collect();
-                StreamAppend {
-                    expected_version: expected,
-                    events,
-                }
-            })
-            .collect()
-    }
-}
-
-/// Reads an aggregate's current state and version from the store.
-pub(crate) async fn load_state<A: Aggregate>(
-    store: &PostgresEventStore,
-    id: AggregateId,
-) -> Result<(A, Version), CommandError> {
-    let entry = load::<A>(store, id).await?;
-    let version = entry.version();
-    let state = entry
-        .state
-        .downcast::<A>()
-        .map_err(|_| CommandError::Internal(format!("{id} did not load as a {}", A::TYPE)))?;
-    Ok((*state, version))
-}
-
-/// Loads an aggregate: the latest snapshot of its current schema, if it decodes, plus every
-/// event after it.
-async fn load<A: Aggregate>(
-    store: &PostgresEventStore,
-    id: AggregateId,
-) -> Result<Entry, CommandError> {
-    let mut state = A::default();
-    let mut version = Version::INITIAL;
-    let mut last_position = None;
-    if let Some(snapshot) = store.load_snapshot(id, A::SNAPSHOT_SCHEMA).await? {
-        match decode_snapshot::<A>(&snapshot.state) {
-            Some((snapshot_state, position)) => {
-                state = snapshot_state;
-                version = snapshot.version;
-                last_position = position;
-            }
-            None => tracing::warn!(aggregate = %id, "ignoring a snapshot that does not decode"),
-        }
-    }
-    let events = store
-        .get_events_for_aggregate(id, Some(version.next()))
-        .await?;
-    for recorded in events {
-        if recorded.aggregate_type != A::TYPE {
-            return Err(CommandError::NotFound(format!("{id} is not a {}", A::TYPE)));
-        }
-        let event = StoredEvent::decode(&recorded.event_type, recorded.payload.as_str()).map_err(
-            |err| {
-                CommandError::Internal(format!(
-                    "stored event {} does not decode: {err}",
-                    recorded.event_id
-                ))
-            },
-        )?;
-        state.apply(&event);
-        version = recorded.version;
-        last_position = Some(recorded.position);
-    }
-    Ok(Entry::new::<A>(id, state, version, last_position))
-}
-
-fn decode_snapshot<A: Aggregate>(value: &serde_json::Value) -> Option<(A, Option<Position>)> {
-    let state = serde_json::from_value(value.get("state")?.clone()).ok()?;
-    let position = serde_json::from_value(value.get("position")?.clone()).ok();
-    Some((state, position))
-}
-
-/// Checks a client-pinned version against the loaded one.
-fn check_expected(
-    id: AggregateId,
-    expected: Option<Version>,
-    actual: Version,
-) -> Result<(), CommandError> {
-    match expected {
-        Some(expected) if expected != actual => Err(CommandError::Conflict {
-            aggregate_id: id.as_uuid(),
-            expected,
-            actual,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Loads what `command` needs and decides it. Returns the command-specific detail.
-async fn decide(
-    command: &Command,
-    session: &mut Session<'_>,
-    expected: Option<Version>,
-    refs: &References,
-) -> Result<Detail, CommandError> {
-    // What the stock and payment commands require of their order.
-    let store = session.store;
-    let order_fact = |order_id: domain_events::values::OrderId, placed: bool| async move {
-        match refs.order(store, order_id).await? {
-            OrderFact::Missing => Err(CommandError::NotFound(format!(
-                "order {order_id} not found"
-            ))),
-            OrderFact::Draft if placed => Err(CommandError::Refused(format!(
-                "order {order_id} has not been placed"
-            ))),
-            fact => Ok(fact),
-        }
-    };
-    let order_stream = |id: domain_events::values::OrderId| AggregateId::from_uuid(id.as_uuid());
-    let product_stream = |sku: &domain_events::values::Sku| {
-        AggregateId::from_uuid(ProductId::for_sku(sku).as_uuid())
-    };
-    let payment_stream = |id: domain_events::values::OrderId| {
-        AggregateId::from_uuid(PaymentId::for_order(id).as_uuid())
-    };
-
-    // New lines are priced from the catalogue first.
-    let priced = match command {
-        Command::CreateOrder { lines, .. } => refs.price_lines(store, lines).await?,
-        Command::AddOrderLine { line, .. } => {
-            refs.price_lines(store, std::slice::from_ref(line)).await?
-        }
-        _ => Vec::new(),
-    };
-    // Commands on a single order share their shape.
-    let order_command =
-        |command: &Command| -> Option<(domain_events::values::OrderId, OrderCommand)> {
-            Some(match command {
-                Command::CreateOrder {
-                    order_id,
-                    customer_id,
-                    currency,
-                    ..
-                } => (
-                    *order_id,
-                    OrderCommand::Create {
-                        order_id: *order_id,
-                        customer_id: *customer_id,
-                        currency: *currency,
-                        lines: priced.clone(),
-                    },
-                ),
-                Command::AddOrderLine { order_id, .. } => {
-                    (*order_id, OrderCommand::AddLine(priced.first()?.clone()))
-                }
-                Command::RemoveOrderLine { order_id, sku } => {
-                    (*order_id, OrderCommand::RemoveLine(sku.clone()))
-                }
-                Command::PlaceOrder {
-                    order_id,
-                    payment_method,
-                } => (*order_id, OrderCommand::Place(payment_method.clone())),
-                Command::ConfirmOrder { order_id } => (*order_id, OrderCommand::Confirm),
-                Command::CancelOrder { order_id, reason } => {
-                    (*order_id, OrderCommand::Cancel(reason.clone()))
-                }
-                _ => return None,
-            })
-        };
-    if let Some((order_id, order_command)) = order_command(command) {
-        let id = order_stream(order_id);
-        let (order, version) = session.load::<Order>(id).await?;
-        if matches!(command, Command::PlaceOrder { .. }) {
-            // A draft from before lines were checked against the catalogue may name a
-            // product that does not exist.
-            let skus: Vec<_> = order.lines().iter().map(|l| l.sku.clone()).collect();
-            for sku in &skus {
-                refs.price(store, sku).await?;
-            }
-        }
-        check_expected(id, expected, version)?;
-        session.decide::<Order>(id, &format!("order {order_id}"), &order_command)?;
-        let (order, _) = session.load::<Order>(id).await?;
-        return Ok(match command {
-            Command::PlaceOrder { .. } => match order.total() {
-                Some(total) => Detail::Total {
-                    amount_minor: total.amount_minor(),
-                    currency: total.currency().to_string(),
-                },
-                None => Detail::None,
-            },
-            _ => Detail::None,
-        });
-    }
-
-    match command {
-        Command::ShipOrder { order_id } => {
-            let id = order_stream(*order_id);
-            let (order, _) = session.load::<Order>(id).await?;
-            let lines = order.lines().to_vec();
-            let shipped_now =
-                session.decide::<Order>(id, &format!("order {order_id}"), &OrderCommand::Ship)? > 0;
-            if shipped_now {
-                for line in &lines {
-                    let product = product_stream(&line.sku);
-                    session.load::<Product>(product).await?;
-                    session.decide::<Product>(
-                        product,
-                        &format!("product {}", line.sku),
-                        &ProductCommand::Commit(*order_id),
-                    )?;
-                }
-                let payment = payment_stream(*order_id);
-                session.load::<Payment>(payment).await?;
-                session.decide::<Payment>(
-                    payment,
-                    &format!("payment for order {order_id}"),
-                    &PaymentCommand::Capture,
-                )?;
-            }
-            Ok(Detail::None)
-        }
-        Command::CreateProduct {
-            sku,
-            name,
-            price,
-            initial_stock,
-        } => {
-            let id = product_stream(sku);
-            session.load::<Product>(id).await?;
-            session.decide::<Product>(
-                id,
-                &format!("product {sku}"),
-                &ProductCommand::Create {
-                    sku: sku.clone(),
-                    name: name.clone(),
-                    price: *price,
-                    initial_stock: *initial_stock,
-                },
-            )?;
-            Ok(Detail::None)
-        }
-        Command::RestockProduct { sku, quantity } => {
-            let id = product_stream(sku);
-            session.load::<Product>(id).await?;
-            session.decide::<Product>(
-                id,
-                &format!("product {sku}"),
-                &ProductCommand::Restock(*quantity),
-            )?;
-            Ok(Detail::None)
-        }
-        Command::ReserveStock { order_id, items } => {
-            order_fact(*order_id, true).await?;
-            for (sku, quantity) in items {
-                let id = product_stream(sku);
-                session.load::<Product>(id).await?;
-                session.decide::<Product>(
-                    id,
-                    &format!("product {sku}"),
-                    &ProductCommand::Reserve {
-                        order_id: *order_id,
-                        quantity: *quantity,
-                    },
-                )?;
-            }
-            Ok(Detail::None)
-        }
-        Command::ReleaseStock { order_id, skus } => {
-            order_fact(*order_id, false).await?;
-            for sku in skus {
-                let id = product_stream(sku);
-                session.load::<Product>(id).await?;
-                session.decide::<Product>(
-                    id,
-                    &format!("product {sku}"),
-                    &ProductCommand::Release(*order_id),
-                )?;
-            }
-            Ok(Detail::None)
-        }
-        Command::AuthorizePayment {
-            order_id,
-            customer_id,
-            amount,
-            method,
-        } => {
-            if let OrderFact::Placed(total) = order_fact(*order_id, true).await?
-                && total != *amount
-            {
-                return Err(CommandError::Refused(format!(
-                    "the amount {amount} is not the total of order {order_id}, {total}"
-                )));
-            }
-            let id = payment_stream(*order_id);
-            session.load::<Payment>(id).await?;
-            session.decide::<Payment>(
-                id,
-                &format!("payment for order {order_id}"),
-                &PaymentCommand::Authorize {
-                    order_id: *order_id,
-                    customer_id: *customer_id,
-                    amount: *amount,
-                    method: method.clone(),
-                },
-            )?;
-            let (payment, _) = session.load::<Payment>(id).await?;
-            Ok(Detail::Payment {
-                authorized: matches!(
-                    payment.status(),
-                    PaymentStatus::Authorized | PaymentStatus::Captured
-                ),
-                decline_reason: payment.decline_reason().map(|r| r.to_string()),
-            })
-        }
-        Command::RefundPayment { order_id, reason } => {
-            order_fact(*order_id, false).await?;
-            let id = payment_stream(*order_id);
-            session.load::<Payment>(id).await?;
-            session.decide::<Payment>(
-                id,
-                &format!("payment for order {order_id}"),
-                &PaymentCommand::Refund(reason.clone()),
-            )?;
-            Ok(Detail::None)
-        }
-        _ => Err(CommandError::Internal("order command fell through".into())),
-    }
-}
+#[cfg(test)]
+mod tests;

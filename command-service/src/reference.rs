@@ -11,14 +11,14 @@
 use std::sync::Mutex;
 
 use domain_events::values::{Money, OrderId, OrderLine, ProductId, Sku};
-use event_store::{AggregateId, PostgresEventStore};
+use event_store::{AggregateId, EventStore};
 use service_runtime::bounded::BoundedMap;
 
 use crate::{
     commands::LineRequest,
     domain::{Order, OrderStatus, Product},
     error::CommandError,
-    pipeline::load_state,
+    session::load_state,
 };
 
 /// How many placed orders, and how many prices, are kept; past this, the oldest quarter
@@ -53,16 +53,16 @@ impl Default for References {
 
 impl References {
     /// What is known of `order_id`: from memory once it was seen placed, else from the store.
-    pub async fn order(
+    pub async fn order<S: EventStore>(
         &self,
-        store: &PostgresEventStore,
+        store: &S,
         order_id: OrderId,
     ) -> Result<OrderFact, CommandError> {
         if let Some(total) = lock(&self.placed).get(&order_id) {
             return Ok(OrderFact::Placed(*total));
         }
         let (order, _) =
-            load_state::<Order>(store, AggregateId::from_uuid(order_id.as_uuid())).await?;
+            load_state::<Order, S>(store, AggregateId::from_uuid(order_id.as_uuid())).await?;
         Ok(match (order.status(), order.total()) {
             (OrderStatus::Absent, _) => OrderFact::Missing,
             (OrderStatus::Draft, _) => OrderFact::Draft,
@@ -76,16 +76,12 @@ impl References {
     }
 
     /// The catalogue price of `sku`; NOT_FOUND when there is no such product.
-    pub async fn price(
-        &self,
-        store: &PostgresEventStore,
-        sku: &Sku,
-    ) -> Result<Money, CommandError> {
+    pub async fn price<S: EventStore>(&self, store: &S, sku: &Sku) -> Result<Money, CommandError> {
         if let Some(price) = lock(&self.prices).get(sku) {
             return Ok(*price);
         }
         let id = AggregateId::from_uuid(ProductId::for_sku(sku).as_uuid());
-        let (product, _) = load_state::<Product>(store, id).await?;
+        let (product, _) = load_state::<Product, S>(store, id).await?;
         let price = product
             .price()
             .ok_or_else(|| CommandError::NotFound(format!("product {sku} not found")))?;
@@ -95,9 +91,9 @@ impl References {
 
     /// Prices requested lines from the catalogue: NOT_FOUND for an unknown SKU, and a
     /// refusal naming the current price when the client expected another.
-    pub async fn price_lines(
+    pub async fn price_lines<S: EventStore>(
         &self,
-        store: &PostgresEventStore,
+        store: &S,
         lines: &[LineRequest],
     ) -> Result<Vec<OrderLine>, CommandError> {
         let mut priced = Vec::with_capacity(lines.len());

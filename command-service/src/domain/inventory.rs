@@ -85,6 +85,8 @@ impl Aggregate for Product {
     const SNAPSHOT_SCHEMA: u32 = 2;
     type Command = ProductCommand;
 
+    super::in_state!(Product);
+
     fn handle(&self, command: &ProductCommand) -> Result<Vec<DomainEvent>, DomainError> {
         match command {
             ProductCommand::Create {

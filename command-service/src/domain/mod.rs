@@ -34,7 +34,92 @@ pub trait Aggregate:
 
     /// Folds one of the aggregate's own events into the state.
     fn apply(&mut self, event: &DomainEvent);
+
+    /// Wraps the state as a [`State`].
+    fn into_state(self) -> State;
+
+    /// The aggregate in `state`, if `state` holds this kind.
+    fn in_state(state: &State) -> Option<&Self>;
+
+    /// The aggregate in `state`, mutably, if `state` holds this kind.
+    fn in_state_mut(state: &mut State) -> Option<&mut Self>;
+
+    /// The aggregate out of `state`, if `state` holds this kind.
+    fn from_state(state: State) -> Option<Self>;
 }
+
+/// The state of any one aggregate: how the pipeline and its cache hold aggregates without
+/// knowing their kind. A new aggregate fails to compile until every match on this handles
+/// it.
+#[derive(Debug, Clone)]
+pub enum State {
+    /// An order.
+    Order(Order),
+    /// A product's inventory.
+    Product(Product),
+    /// An order's payment.
+    Payment(Payment),
+}
+
+impl State {
+    /// The aggregate type stored with its events.
+    pub fn aggregate_type(&self) -> &'static str {
+        match self {
+            State::Order(_) => Order::TYPE,
+            State::Product(_) => Product::TYPE,
+            State::Payment(_) => Payment::TYPE,
+        }
+    }
+
+    /// The snapshot schema of its kind.
+    pub fn snapshot_schema(&self) -> u32 {
+        match self {
+            State::Order(_) => Order::SNAPSHOT_SCHEMA,
+            State::Product(_) => Product::SNAPSHOT_SCHEMA,
+            State::Payment(_) => Payment::SNAPSHOT_SCHEMA,
+        }
+    }
+
+    /// The serialised state, for a snapshot.
+    pub fn encode(&self) -> serde_json::Result<serde_json::Value> {
+        match self {
+            State::Order(order) => serde_json::to_value(order),
+            State::Product(product) => serde_json::to_value(product),
+            State::Payment(payment) => serde_json::to_value(payment),
+        }
+    }
+}
+
+/// Ties an aggregate type to its [`State`] variant.
+macro_rules! in_state {
+    ($variant:ident) => {
+        fn into_state(self) -> $crate::domain::State {
+            $crate::domain::State::$variant(self)
+        }
+
+        fn in_state(state: &$crate::domain::State) -> Option<&Self> {
+            match state {
+                $crate::domain::State::$variant(a) => Some(a),
+                _ => None,
+            }
+        }
+
+        fn in_state_mut(state: &mut $crate::domain::State) -> Option<&mut Self> {
+            match state {
+                $crate::domain::State::$variant(a) => Some(a),
+                _ => None,
+            }
+        }
+
+        fn from_state(state: $crate::domain::State) -> Option<Self> {
+            match state {
+                $crate::domain::State::$variant(a) => Some(a),
+                _ => None,
+            }
+        }
+    };
+}
+pub(crate) use in_state;
 
 /// Why the domain refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -147,6 +147,8 @@ impl Aggregate for Order {
     const SNAPSHOT_SCHEMA: u32 = 1;
     type Command = OrderCommand;
 
+    super::in_state!(Order);
+
     fn handle(&self, command: &OrderCommand) -> Result<Vec<DomainEvent>, DomainError> {
         match command {
             OrderCommand::Create {

@@ -91,6 +91,8 @@ impl Aggregate for Payment {
     const SNAPSHOT_SCHEMA: u32 = 1;
     type Command = PaymentCommand;
 
+    super::in_state!(Payment);
+
     fn handle(&self, command: &PaymentCommand) -> Result<Vec<DomainEvent>, DomainError> {
         match command {
             PaymentCommand::Authorize {
