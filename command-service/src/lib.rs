@@ -83,20 +83,18 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let pool = service_runtime::database::connect_with_settings(
+    let basics = server::start(
+        "command-service",
         &config.database_url,
         config.pool_size,
         // Every statement here is a point lookup or the append, whose plan does not depend
         // on its parameters. PostgreSQL would otherwise plan the append afresh on each call
         // (its estimate for a custom plan always wins): a sixth of the CPU at 64 clients.
-        &[
-            ("application_name", "command-service"),
-            ("plan_cache_mode", "force_generic_plan"),
-        ],
+        &[("plan_cache_mode", "force_generic_plan")],
+        config.metrics_addr,
     )
     .await?;
-    let _metrics = service_runtime::metrics::start(config.metrics_addr, "command-service").await?;
-    let _pool_metrics = service_runtime::metrics::sample_pool(pool.clone(), "command-service");
+    let pool = basics.pool.clone();
     let store = PostgresEventStore::new(pool.clone()).with_command_writers(config.command_writers);
     let pipeline = pipeline::Pipeline::new(store, clock, config.snapshot_every);
     let (pipeline, _backlog_watch) = match config.saga_backlog_limit {
@@ -108,24 +106,21 @@ pub async fn run_with_clock(
         }
     };
 
-    let limits = &config.server.limits;
-    let (reporter, health, reflection_v1, reflection_v1alpha) =
-        server::standard_services(SERVICE_NAME, limits);
-    server::set_health(&reporter, SERVICE_NAME, true).await;
-    let health_watch = server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), || true);
-
     let api = service_runtime::limit_messages!(
         CommandServiceServer::new(grpc::CommandApi::new(pipeline)),
-        limits
+        &config.server.limits
     );
-    let router = server::builder("command-service", &config.server)?
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(api);
-    tracing::info!(addr = %listener.local_addr()?, "command-service listening");
-    let result = server::serve(router, listener, reporter, SERVICE_NAME, shutdown).await;
-    drop(health_watch);
+    let result = server::serve_api(
+        "command-service",
+        SERVICE_NAME,
+        &config.server,
+        &pool,
+        || true,
+        api,
+        listener,
+        shutdown,
+    )
+    .await;
     pool.close().await;
     result?;
     tracing::info!("command-service stopped");

@@ -83,14 +83,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let pool = service_runtime::database::connect_with_settings(
+    let basics = server::start(
+        "query-service",
         &config.database_url,
         config.pool_size,
-        &[("application_name", "query-service")],
+        &[],
+        config.metrics_addr,
     )
     .await?;
-    let _metrics = service_runtime::metrics::start(config.metrics_addr, "query-service").await?;
-    let _pool_metrics = service_runtime::metrics::sample_pool(pool.clone(), "query-service");
+    let pool = basics.pool.clone();
     let store = PostgresEventStore::new(pool.clone());
     let state = Arc::new(projection::ProjectionState::default());
     let (stop, stopping) = watch::channel(false);
@@ -104,14 +105,7 @@ pub async fn run(
     ));
 
     let _status_metrics = status::sample(pool.clone(), store.clone(), state.clone());
-    let limits = &config.server.limits;
-    let (reporter, health, reflection_v1, reflection_v1alpha) =
-        server::standard_services(SERVICE_NAME, limits);
     let health_state = state.clone();
-    let health_watch =
-        server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), move || {
-            health_state.stopped().is_none()
-        });
     let api = service_runtime::limit_messages!(
         QueryServiceServer::new(grpc::QueryApi::new(
             pool.clone(),
@@ -120,21 +114,24 @@ pub async fn run(
             stopping,
             config.max_watch_streams,
         )),
-        limits
+        &config.server.limits
     );
-    let router = server::builder("query-service", &config.server)?
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(api);
-    tracing::info!(addr = %listener.local_addr()?, "query-service listening");
     let signal = async move {
         shutdown.await;
         // Watch streams end first, so the drain does not wait for them.
         let _ = stop.send(true);
     };
-    let result = server::serve(router, listener, reporter, SERVICE_NAME, signal).await;
-    drop(health_watch);
+    let result = server::serve_api(
+        "query-service",
+        SERVICE_NAME,
+        &config.server,
+        &pool,
+        move || health_state.stopped().is_none(),
+        api,
+        listener,
+        signal,
+    )
+    .await;
     let _ = tokio::time::timeout(Duration::from_secs(5), &mut projector.0).await;
     pool.close().await;
     result?;

@@ -156,7 +156,8 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let pool = service_runtime::database::connect_with_settings(
+    let basics = server::start(
+        "saga-service",
         &config.database_url,
         config.pool_size,
         // Saga rows are a cache of decisions whose every input is recorded, durably, by
@@ -165,17 +166,14 @@ pub async fn run_with_clock(
         // and each redone step gets its recorded answer, so the saga reaches the same
         // outcome. So commits here do not wait for the WAL flush (the follower's checkpoint
         // and the sagas it starts still commit together, and are lost or kept together).
-        &[
-            ("application_name", "saga-service"),
-            (
-                "synchronous_commit",
-                if config.durable_saves { "on" } else { "off" },
-            ),
-        ],
+        &[(
+            "synchronous_commit",
+            if config.durable_saves { "on" } else { "off" },
+        )],
+        config.metrics_addr,
     )
     .await?;
-    let _metrics = service_runtime::metrics::start(config.metrics_addr, "saga-service").await?;
-    let _pool_metrics = service_runtime::metrics::sample_pool(pool.clone(), "saga-service");
+    let pool = basics.pool.clone();
     let store = PostgresEventStore::new(pool.clone());
     let policy = config.policy();
     // Lazy: the saga retries while command-service is away instead of refusing to start.
@@ -221,27 +219,27 @@ pub async fn run_with_clock(
     }
 
     let _state_metrics = worker::sample_states(pool.clone());
-    let limits = &config.server.limits;
-    let (reporter, health, reflection_v1, reflection_v1alpha) =
-        server::standard_services(SERVICE_NAME, limits);
-    let health_watch = server::watch_health(reporter.clone(), SERVICE_NAME, pool.clone(), || true);
     let api = service_runtime::limit_messages!(
         SagaServiceServer::new(grpc::SagaApi::new(pool.clone(), clock, policy, work)),
-        limits
+        &config.server.limits
     );
-    let router = server::builder("saga-service", &config.server)?
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(api);
-    tracing::info!(addr = %listener.local_addr()?, instance = %owner, "saga-service listening");
-    let result = server::serve(router, listener, reporter, SERVICE_NAME, shutdown).await;
+    tracing::info!(instance = %owner, "saga-service instance");
+    let result = server::serve_api(
+        "saga-service",
+        SERVICE_NAME,
+        &config.server,
+        &pool,
+        || true,
+        api,
+        listener,
+        shutdown,
+    )
+    .await;
     // Workers finish the step in hand (its result is saved) before the pool closes.
     let _ = stop.send(true);
     for mut task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut task.0).await;
     }
-    drop(health_watch);
     pool.close().await;
     result?;
     tracing::info!("saga-service stopped");

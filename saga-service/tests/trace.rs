@@ -25,27 +25,15 @@ async fn one_trace_crosses_command_and_saga_service(pool: PgPool) {
         service_runtime::telemetry::init_for_tests_with(Some(provider.clone())),
         "this binary installs the only subscriber"
     );
-    let url = test_support::database_url(&pool);
-    let command_config = command_service::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: url.clone(),
-        pool_size: 4,
-        snapshot_every: 100,
-        command_writers: event_store::DEFAULT_WRITERS,
-        saga_backlog_limit: 500,
-        server: Default::default(),
-        metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
-        log_format: service_runtime::telemetry::LogFormat::Human,
-    };
+    let command_config: command_service::Config =
+        test_support::config("command-service", &pool, &[]);
     let command = Running::start(move |l, s| command_service::run(command_config, l, s)).await;
-    let mut saga_config = <saga_service::Config as clap::Parser>::parse_from([
+    let command_url = format!("http://{}", command.addr);
+    let saga_config: saga_service::Config = test_support::config(
         "saga-service",
-        "--database-url",
-        &url,
-    ]);
-    saga_config.listen = "127.0.0.1:0".parse().unwrap();
-    saga_config.command_service_url = format!("http://{}", command.addr);
-    saga_config.metrics_addr = service_runtime::metrics::MetricsAddr::OFF;
+        &pool,
+        &["--command-service-url", &command_url],
+    );
     let saga = Running::start(move |l, s| saga_service::run(saga_config, l, s)).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     let mut s = SagaServiceClient::new(saga.channel().await);

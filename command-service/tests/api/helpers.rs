@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{TimeZone, Utc};
 use command_service::Config;
 use contracts::orders::v1::{self as pb, command_service_client::CommandServiceClient};
-use service_runtime::{FixedClock, telemetry::LogFormat};
+use service_runtime::FixedClock;
 use sqlx::PgPool;
 use test_support::Running;
 use tonic::transport::Channel;
@@ -33,17 +33,11 @@ pub async fn spawn_app(pool: &PgPool) -> TestApp {
 }
 
 pub async fn spawn_app_with(pool: &PgPool, snapshot_every: u64) -> TestApp {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: test_support::database_url(pool),
-        pool_size: 8,
-        snapshot_every,
-        command_writers: event_store::DEFAULT_WRITERS,
-        saga_backlog_limit: 500,
-        server: Default::default(),
-        metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
-        log_format: LogFormat::Human,
-    };
+    let config: Config = test_support::config(
+        "command-service",
+        pool,
+        &["--snapshot-every", &snapshot_every.to_string()],
+    );
     service_runtime::telemetry::init_for_tests();
     let clock = Arc::new(FixedClock::at(
         Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),

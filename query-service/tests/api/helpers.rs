@@ -6,7 +6,6 @@ use contracts::orders::v1::{
     query_service_client::QueryServiceClient,
 };
 use query_service::Config as QueryConfig;
-use service_runtime::telemetry::LogFormat;
 use sqlx::PgPool;
 use test_support::Running;
 use tonic::transport::Channel;
@@ -26,30 +25,13 @@ pub struct TestSystem {
 }
 
 pub async fn start_command_service(pool: &PgPool) -> Running {
-    let config = CommandConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: test_support::database_url(pool),
-        pool_size: 8,
-        snapshot_every: 100,
-        command_writers: event_store::DEFAULT_WRITERS,
-        saga_backlog_limit: 500,
-        server: Default::default(),
-        metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
-        log_format: LogFormat::Human,
-    };
+    let config: CommandConfig = test_support::config("command-service", pool, &[]);
     Running::start(move |listener, shutdown| command_service::run(config, listener, shutdown)).await
 }
 
 pub async fn start_query_service(pool: &PgPool) -> Running {
-    let config = QueryConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: test_support::database_url(pool),
-        pool_size: 8,
-        max_watch_streams: 1_000,
-        server: Default::default(),
-        metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
-        log_format: LogFormat::Human,
-    };
+    let config: QueryConfig =
+        test_support::config::<query_service::Cli>("query-service", pool, &[]).config;
     Running::start(move |listener, shutdown| query_service::run(config, listener, shutdown)).await
 }
 

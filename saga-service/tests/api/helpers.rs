@@ -17,17 +17,7 @@ pub type Queries = QueryServiceClient<Channel>;
 pub type Sagas = SagaServiceClient<Channel>;
 
 pub fn command_config(pool: &PgPool) -> command_service::Config {
-    command_service::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: test_support::database_url(pool),
-        pool_size: 8,
-        snapshot_every: 100,
-        command_writers: event_store::DEFAULT_WRITERS,
-        saga_backlog_limit: 500,
-        server: Default::default(),
-        metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
-        log_format: LogFormat::Human,
-    }
+    test_support::config("command-service", pool, &[])
 }
 
 pub fn saga_config(pool: &PgPool, command_addr: std::net::SocketAddr) -> saga_service::Config {
@@ -80,15 +70,7 @@ pub async fn start_query_service(pool: &PgPool) -> Running {
 }
 
 pub fn query_config(pool: &PgPool) -> query_service::Config {
-    query_service::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: test_support::database_url(pool),
-        pool_size: 8,
-        max_watch_streams: 1_000,
-        server: Default::default(),
-        metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
-        log_format: LogFormat::Human,
-    }
+    test_support::config::<query_service::Cli>("query-service", pool, &[]).config
 }
 
 pub async fn start_saga_service(config: saga_service::Config) -> Running {

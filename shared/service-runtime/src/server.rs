@@ -195,3 +195,76 @@ pub async fn serve(
     });
     router.serve_with_incoming_shutdown(incoming, signal).await
 }
+
+/// What every service holds while it runs: its database pool, and its metrics endpoint and
+/// pool sampler (stopped when this is dropped).
+pub struct Basics {
+    /// The service's connection pool.
+    pub pool: PgPool,
+    _metrics: Option<crate::task::AbortOnDrop<()>>,
+    _pool_metrics: crate::task::AbortOnDrop<()>,
+}
+
+/// The first steps of every service: connect to the database (named `service` in
+/// `pg_stat_activity`, with `settings` on every connection; migrations applied as
+/// [`crate::database::connect_with_settings`] does) and serve its metrics.
+pub async fn start(
+    service: &'static str,
+    database_url: &str,
+    pool_size: u32,
+    settings: &[(&str, &str)],
+    metrics: crate::metrics::MetricsAddr,
+) -> anyhow::Result<Basics> {
+    let mut all = vec![("application_name", service)];
+    all.extend_from_slice(settings);
+    let pool = crate::database::connect_with_settings(database_url, pool_size, &all).await?;
+    let metrics = crate::metrics::start(metrics, service).await?;
+    let pool_metrics = crate::metrics::sample_pool(pool.clone(), service);
+    Ok(Basics {
+        pool,
+        _metrics: metrics,
+        _pool_metrics: pool_metrics,
+    })
+}
+
+/// Serves `api` (gRPC name `grpc_name`, message limits already applied) beside health and
+/// reflection, through [`builder`]'s layers, on `listener` until `shutdown` resolves: the
+/// one way every service serves. Health follows the database and `healthy`, and turns
+/// NOT_SERVING before in-flight calls are drained. The caller closes its pool afterwards,
+/// once its own tasks are done with it.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_api<S>(
+    service: &'static str,
+    grpc_name: &'static str,
+    config: &ServerConfig,
+    pool: &PgPool,
+    healthy: impl Fn() -> bool + Send + 'static,
+    api: S,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (reporter, health, reflection_v1, reflection_v1alpha) =
+        standard_services(grpc_name, &config.limits);
+    set_health(&reporter, grpc_name, true).await;
+    let _health_watch = watch_health(reporter.clone(), grpc_name, pool.clone(), healthy);
+    let router = builder(service, config)?
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api);
+    tracing::info!(service, addr = %listener.local_addr()?, "listening");
+    serve(router, listener, reporter, grpc_name, shutdown).await?;
+    Ok(())
+}

@@ -18,6 +18,26 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+/// A service's configuration as its binary parses it, for a test: the database behind
+/// `pool`, port 0, metrics off, 8 connections, then `extra` flags; everything else at the
+/// binary's defaults (environment variables apply, as for the binary; flags win).
+pub fn config<C: clap::Parser>(binary: &str, pool: &PgPool, extra: &[&str]) -> C {
+    let url = database_url(pool);
+    let mut args = vec![
+        binary,
+        "--database-url",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "off",
+        "--pool-size",
+        "8",
+    ];
+    args.extend_from_slice(extra);
+    C::parse_from(args)
+}
+
 /// The URL of the database behind `pool` (one that `#[sqlx::test]` created), so a service
 /// under test can open its own pool to it.
 pub fn database_url(pool: &PgPool) -> String {
