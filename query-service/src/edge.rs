@@ -198,7 +198,7 @@ impl From<&OrderView> for pb::OrderView {
                 .iter()
                 .map(|l| pb::OrderLine {
                     sku: l.sku.clone(),
-                    quantity: l.quantity as i32,
+                    quantity: i32::try_from(l.quantity).unwrap_or(i32::MAX),
                     unit_price: Some(pb::Money {
                         amount_minor: l.unit_price_minor,
                         currency: o.currency.clone(),
@@ -215,7 +215,7 @@ impl From<&OrderView> for pb::OrderView {
             cancellation_reason: o.cancellation_reason.clone().unwrap_or_default(),
             created_at: timestamp(o.created_at),
             updated_at: timestamp(o.updated_at),
-            version: o.version as u64,
+            version: u64::try_from(o.version).unwrap_or(0),
         }
     }
 }
@@ -232,7 +232,7 @@ impl From<&ProductView> for pb::ProductView {
             on_hand: p.on_hand,
             reserved: p.reserved,
             available: p.available(),
-            version: p.version as u64,
+            version: u64::try_from(p.version).unwrap_or(0),
         }
     }
 }

@@ -165,7 +165,7 @@ impl OrderWatch {
                 return Ok(());
             }
         }
-        let after = event_store::Version::new(self.last.version as u64 + 1);
+        let after = event_store::Version::from_i64(self.last.version).next();
         let events = self
             .store
             .get_events_for_aggregate(AggregateId::from_uuid(self.order_id), Some(after))
@@ -183,7 +183,7 @@ impl OrderWatch {
                 &event,
                 crate::model::EventInfo {
                     aggregate_id: self.order_id,
-                    version: recorded.version.get() as i64,
+                    version: recorded.version.as_i64(),
                     occurred_at: recorded.timestamp,
                 },
             );
@@ -434,7 +434,7 @@ impl QueryService for QueryApi {
         Ok(Response::new(pb::GetProjectionStatusResponse {
             projections,
             leader: self.state.is_leader(),
-            active_watchers: self.state.watchers() as i64,
+            active_watchers: i64::try_from(self.state.watchers()).unwrap_or(i64::MAX),
         }))
     }
 }

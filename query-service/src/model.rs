@@ -273,7 +273,7 @@ impl ReadModel {
                         name: e.name.to_string(),
                         price_minor: e.price.amount_minor(),
                         currency: e.price.currency().to_string(),
-                        on_hand: e.initial_stock.get() as i64,
+                        on_hand: i64::try_from(e.initial_stock.get()).unwrap_or(i64::MAX),
                         reserved: 0,
                         version: info.version,
                         updated_at: at,

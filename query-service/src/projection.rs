@@ -75,7 +75,7 @@ pub struct DecodedBatch {
 impl DecodedBatch {
     /// Events in the batch, decoded or skipped.
     pub fn len(&self) -> usize {
-        self.events.len() + self.skipped as usize
+        self.events.len() + usize::try_from(self.skipped).unwrap_or(0)
     }
 
     /// True for a batch of no events.
@@ -100,7 +100,7 @@ pub fn decode_batch(batch: &[RecordedEvent]) -> Result<DecodedBatch, BatchError>
                 event,
                 EventInfo {
                     aggregate_id: recorded.aggregate_id.as_uuid(),
-                    version: recorded.version.get() as i64,
+                    version: recorded.version.as_i64(),
                     occurred_at: recorded.timestamp,
                 },
             )),
@@ -198,7 +198,7 @@ pub async fn apply_decoded(
     let orders = changed(&before.orders, &model.orders);
     let products = changed(&before.products, &model.products);
     let customers = changed(&before.customers, &model.customers);
-    let applied = events.len() as i64;
+    let applied = i64::try_from(events.len()).unwrap_or(i64::MAX);
     let write = db::BatchWrite {
         projection,
         from,

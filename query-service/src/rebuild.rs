@@ -97,7 +97,7 @@ pub async fn rebuild(
     let mut done = 0u64;
     let progress = |done| Progress {
         done,
-        total: total as u64,
+        total: u64::try_from(total).unwrap_or(0),
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
     let mut last_report = Instant::now();

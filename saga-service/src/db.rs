@@ -41,7 +41,7 @@ fn from_row(row: &PgRow) -> Result<Saga, sqlx::Error> {
             .map(|s| Step::parse(s).ok_or_else(|| corrupt("step")))
             .collect::<Result<_, _>>()?,
         steps: steps.0,
-        attempts: attempts.max(0) as u32,
+        attempts: u32::try_from(attempts).unwrap_or(0),
         next_attempt_at: row.try_get("next_attempt_at")?,
         step_deadline: row.try_get("step_deadline")?,
         settling: settling
@@ -75,7 +75,7 @@ pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Er
     .bind(saga.state.as_str())
     .bind(saga.plan.iter().map(|s| s.as_str()).collect::<Vec<_>>())
     .bind(sqlx::types::Json(&saga.steps))
-    .bind(saga.attempts as i32)
+    .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
     .bind(saga.next_attempt_at)
     .bind(saga.step_deadline)
     .bind(saga.created_at)
@@ -157,7 +157,7 @@ pub async fn save_leased(
     .bind(saga.parked_from.map(|s| s.as_str()))
     .bind(saga.plan.iter().map(|s| s.as_str()).collect::<Vec<_>>())
     .bind(sqlx::types::Json(&saga.steps))
-    .bind(saga.attempts as i32)
+    .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
     .bind(saga.next_attempt_at)
     .bind(saga.step_deadline)
     .bind(&saga.reason)
@@ -198,7 +198,7 @@ pub async fn save_admin(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx
     .bind(saga.parked_from.map(|s| s.as_str()))
     .bind(saga.plan.iter().map(|s| s.as_str()).collect::<Vec<_>>())
     .bind(sqlx::types::Json(&saga.steps))
-    .bind(saga.attempts as i32)
+    .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
     .bind(saga.next_attempt_at)
     .bind(saga.step_deadline)
     .bind(&saga.reason)

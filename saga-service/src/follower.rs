@@ -111,7 +111,8 @@ async fn follow(
         for recorded in &batch {
             changed += handle(&mut tx, recorded, clock, policy).await?;
         }
-        if !db::advance(&mut tx, FOLLOWER, checkpoint, last, batch.len() as i64).await? {
+        let applied = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        if !db::advance(&mut tx, FOLLOWER, checkpoint, last, applied).await? {
             anyhow::bail!("the saga follower's checkpoint moved under it");
         }
         tx.commit().await?;

@@ -101,7 +101,7 @@ impl From<&Saga> for pb::Saga {
                 .map(|r| pb::SagaStep {
                     name: r.name.as_str().into(),
                     status: r.status.as_str().into(),
-                    attempts: r.attempts as i32,
+                    attempts: i32::try_from(r.attempts).unwrap_or(i32::MAX),
                     started_at: timestamp(r.started_at),
                     finished_at: r.finished_at.map(timestamp).unwrap_or_default(),
                     last_error: r.last_error.clone().unwrap_or_default(),

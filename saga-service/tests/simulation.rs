@@ -70,12 +70,12 @@ fn policy() -> Policy {
 }
 
 fn at(ms: u64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(1_800_000_000_000 + ms as i64)
+    Utc.timestamp_millis_opt(1_800_000_000_000 + i64::try_from(ms).unwrap())
         .unwrap()
 }
 
 fn ms(t: DateTime<Utc>) -> u64 {
-    (t.timestamp_millis() - 1_800_000_000_000).max(0) as u64
+    u64::try_from(t.timestamp_millis() - 1_800_000_000_000).unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -410,9 +410,9 @@ impl Sim {
         let mut orders = Vec::new();
         let mut visible = BTreeMap::new();
         for order in 0..ORDERS {
-            let mut lines = vec![(0, 1 + rng.below(3) as u32)];
+            let mut lines = vec![(0, 1 + u32::try_from(rng.below(3)).unwrap())];
             if rng.chance(50) {
-                lines.push((1, 1 + rng.below(3) as u32));
+                lines.push((1, 1 + u32::try_from(rng.below(3)).unwrap()));
             }
             let declined = rng.chance(20);
             let saga = Saga::start(
@@ -447,7 +447,10 @@ impl Sim {
                 reserved: false,
             });
         }
-        let on_hand = [rng.below(8) as u32, rng.below(6) as u32];
+        let on_hand = [
+            u32::try_from(rng.below(8)).unwrap(),
+            u32::try_from(rng.below(6)).unwrap(),
+        ];
         let mut sim = Sim {
             rng,
             now: 0,
@@ -500,7 +503,7 @@ impl Sim {
                 sim.schedule_at(t + 1, Event::DbCrash);
             }
             if sim.rng.chance(12) {
-                let w = sim.rng.below(WORKERS as u64) as usize;
+                let w = usize::try_from(sim.rng.below(WORKERS as u64)).unwrap();
                 sim.schedule_at(t + 2, Event::WorkerCrash(w));
             }
         }

@@ -292,7 +292,7 @@ mod tests {
         Given::<Product>::nothing()
             .when(&ProductCommand::Restock(Quantity::new(7).unwrap()))
             .then_not_found();
-        Given::<Product>::events(vec![created(StockLevel::MAX as i64)])
+        Given::<Product>::events(vec![created(i64::try_from(StockLevel::MAX).unwrap())])
             .when(&ProductCommand::Restock(Quantity::new(1).unwrap()))
             .then_refused("would exceed");
     }

@@ -108,7 +108,7 @@ async fn concurrent_reservations_never_oversell(pool: PgPool) {
             order_id: orders[50].clone(),
             items: vec![pb::StockItem {
                 sku: "SKU-1".into(),
-                quantity: left as i32,
+                quantity: i32::try_from(left).unwrap(),
             }],
         })
         .await

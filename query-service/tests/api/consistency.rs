@@ -25,7 +25,10 @@ async fn random_command(
             let (order_id, _) = create_order(
                 c,
                 customer,
-                vec![catalogue_line(sku, 1 + rng.below(3) as i32)],
+                vec![catalogue_line(
+                    sku,
+                    1 + i32::try_from(rng.below(3)).unwrap(),
+                )],
             )
             .await;
             orders.push((order_id, vec![sku.to_owned()]));
@@ -37,7 +40,10 @@ async fn random_command(
                 .add_order_line(pb::AddOrderLineRequest {
                     command_id: id(),
                     order_id: orders[i].0.clone(),
-                    line: Some(catalogue_line(sku, 1 + rng.below(5) as i32)),
+                    line: Some(catalogue_line(
+                        sku,
+                        1 + i32::try_from(rng.below(5)).unwrap(),
+                    )),
                     expected_version: None,
                 })
                 .await;
@@ -71,7 +77,7 @@ async fn random_command(
                     order_id,
                     items: vec![pb::StockItem {
                         sku: skus[rng.below(skus.len())].into(),
-                        quantity: 1 + rng.below(4) as i32,
+                        quantity: 1 + i32::try_from(rng.below(4)).unwrap(),
                     }],
                 })
                 .await;
@@ -138,7 +144,7 @@ async fn random_command(
                 .restock_product(pb::RestockProductRequest {
                     command_id: id(),
                     sku: skus[rng.below(skus.len())].into(),
-                    quantity: 1 + rng.below(10) as i32,
+                    quantity: 1 + i32::try_from(rng.below(10)).unwrap(),
                 })
                 .await;
         }

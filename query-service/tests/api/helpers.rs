@@ -73,7 +73,7 @@ pub async fn caught_up(q: &mut Queries, pool: &PgPool) -> pb::ProjectionStatus {
     .fetch_one(pool)
     .await
     .unwrap();
-    let newest = event_store::Position::new(tx as u64, pos as u64);
+    let newest = event_store::Position::from_columns(tx, pos).unwrap();
     for _ in 0..400 {
         let status = q
             .get_projection_status(pb::GetProjectionStatusRequest {})
@@ -141,7 +141,7 @@ pub async fn folded_model(pool: &PgPool) -> query_service::model::ReadModel {
                 &event,
                 query_service::model::EventInfo {
                     aggregate_id: e.aggregate_id.as_uuid(),
-                    version: e.version.get() as i64,
+                    version: e.version.as_i64(),
                     occurred_at: e.timestamp,
                 },
             );
@@ -182,6 +182,6 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        usize::try_from(self.next() % u64::try_from(n).unwrap()).unwrap()
     }
 }

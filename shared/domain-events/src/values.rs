@@ -133,13 +133,12 @@ impl Quantity {
 
     /// Checks `n` is within `1..=10_000`.
     pub fn new(n: i64) -> Result<Self, InvalidValue> {
-        if (1..=i64::from(Self::MAX)).contains(&n) {
-            Ok(Self(n as u32))
-        } else {
-            Err(invalid(format!(
+        match u32::try_from(n) {
+            Ok(n) if (1..=Self::MAX).contains(&n) => Ok(Self(n)),
+            _ => Err(invalid(format!(
                 "quantity {n} is outside 1..={}",
                 Self::MAX
-            )))
+            ))),
         }
     }
 
@@ -161,13 +160,12 @@ impl StockLevel {
 
     /// Checks `n` is within `0..=1_000_000_000`.
     pub fn new(n: i64) -> Result<Self, InvalidValue> {
-        if (0..=Self::MAX as i64).contains(&n) {
-            Ok(Self(n as u64))
-        } else {
-            Err(invalid(format!(
+        match u64::try_from(n) {
+            Ok(n) if n <= Self::MAX => Ok(Self(n)),
+            _ => Err(invalid(format!(
                 "stock level {n} is outside 0..={}",
                 Self::MAX
-            )))
+            ))),
         }
     }
 

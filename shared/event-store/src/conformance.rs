@@ -29,7 +29,7 @@ pub fn event(stream: AggregateId, version: u64, event_type: &str) -> EventEnvelo
         .event_type(event_type)
         .version(Version::new(version))
         .timestamp(
-            Utc.timestamp_opt(1_700_000_000 + version as i64, 0)
+            Utc.timestamp_opt(1_700_000_000 + Version::new(version).as_i64(), 0)
                 .unwrap(),
         )
         .payload_raw(json!({ "n": version }))

@@ -111,11 +111,14 @@ impl Version {
         Version(self.0 + 1)
     }
 
-    pub(crate) fn as_i64(self) -> i64 {
+    /// As a PostgreSQL `bigint`. A version beyond `i64::MAX` (which no store hands out)
+    /// becomes `i64::MAX`.
+    pub fn as_i64(self) -> i64 {
         i64::try_from(self.0).unwrap_or(i64::MAX)
     }
 
-    pub(crate) fn from_i64(v: i64) -> Self {
+    /// From a PostgreSQL `bigint`; a negative one (a corrupt row) reads as no version.
+    pub fn from_i64(v: i64) -> Self {
         Version(u64::try_from(v).unwrap_or(0))
     }
 }

@@ -109,9 +109,10 @@ pub fn decode_page_token(token: &str) -> Option<String> {
 /// Cuts a page fetched with one row more than `size` (that row says another page follows)
 /// and returns the next page's token, made from the page's last row; empty on the last page.
 pub fn split_page<T>(rows: &mut Vec<T>, size: i64, token: impl Fn(&T) -> String) -> String {
-    if rows.len() as i64 <= size {
+    let size = usize::try_from(size).unwrap_or(0);
+    if rows.len() <= size {
         return String::new();
     }
-    rows.truncate(size as usize);
+    rows.truncate(size);
     rows.last().map(token).unwrap_or_default()
 }

@@ -5,6 +5,10 @@
 //! temporary folder, on a free port, as scripts/test would) when `DATABASE_URL` is unset and
 //! the server binaries are installed, points `DATABASE_URL` at it, and stops it when the
 //! binary exits. When it cannot, it says in one line what to do.
+//!
+//! The only unsafe code in the workspace: setting an environment variable before `main`,
+//! and registering the exit hook.
+#![allow(unsafe_code)]
 
 use std::{path::PathBuf, process::Command, sync::Mutex};
 
@@ -81,6 +85,7 @@ pub fn stop_database() {
 #[macro_export]
 macro_rules! database_for_tests {
     () => {
+        #[allow(unsafe_code)]
         #[$crate::ctor::ctor(unsafe, crate_path = $crate::ctor)]
         fn start_a_database_for_these_tests() {
             $crate::database::ensure_database();

@@ -289,7 +289,7 @@ impl EventStore for PostgresEventStore {
                 aggregate_id,
                 aggregate_type,
                 version: Version::from_i64(version),
-                schema_version: schema as u32,
+                schema_version: u32::try_from(schema).unwrap_or(0),
                 state: state.0,
                 taken_at,
             },
