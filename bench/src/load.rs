@@ -116,6 +116,8 @@ pub enum Scenario {
     Lifecycle,
     /// 7: cold reads (seeded here; read by `bench cold` after query-service restarts).
     Cold,
+    /// 8: reads on a streaming standby (seeded here as for 7; read by `bench replica`).
+    Replica,
 }
 
 /// Scenarios 1 to 4 (those in `only`, or all when it is empty).
@@ -213,7 +215,7 @@ pub async fn run(
         };
         lifecycle_scenario(&ctx, &mut setup, mix, &mut rows).await?;
     }
-    if wants(Scenario::Cold) {
+    if wants(Scenario::Cold) || wants(Scenario::Replica) {
         crate::lifecycle::seed_cold(mode, &pool).await?;
     }
     Ok(rows)

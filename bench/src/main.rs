@@ -19,6 +19,7 @@ mod client;
 mod lifecycle;
 mod load;
 mod measure;
+mod replica;
 mod report;
 
 use std::{path::PathBuf, time::Duration};
@@ -147,6 +148,30 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Scenario 8: reads on the primary's and a standby's query-service, and the
+    /// replication lag, after `load` seeded the orders.
+    Replica {
+        #[arg(long, value_enum, default_value_t = Mode::Full)]
+        mode: Mode,
+        #[arg(long, default_value = "http://127.0.0.1:50061")]
+        command_url: String,
+        /// The primary's query-service.
+        #[arg(long, default_value = "http://127.0.0.1:50062")]
+        query_url: String,
+        /// The standby's query-service (`--replica`).
+        #[arg(long)]
+        replica_url: String,
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// The standby's database.
+        #[arg(long)]
+        standby_url: String,
+        /// pgbench binary.
+        #[arg(long, default_value = "pgbench")]
+        pgbench: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Scenario 5 (rebuild) and the ordered-scan baseline, against the database alone.
     Rebuild {
         #[arg(long, value_enum, default_value_t = Mode::Full)]
@@ -216,6 +241,42 @@ async fn main() -> anyhow::Result<()> {
                 &std::sync::Arc::new(queries),
                 &pgbench,
                 &database_url,
+            )
+            .await?;
+            report::write_rows(&out, &rows)
+        }
+        Command::Replica {
+            mode,
+            command_url,
+            query_url,
+            replica_url,
+            database_url,
+            standby_url,
+            pgbench,
+            out,
+        } => {
+            let pool = sqlx::PgPool::connect(&database_url).await?;
+            let connect = |url: String| async move {
+                let mut channels = Vec::new();
+                for _ in 0..load::CONNECTIONS {
+                    channels.push(client::connect(&url).await?);
+                }
+                anyhow::Ok(std::sync::Arc::new(channels))
+            };
+            let primary = connect(query_url).await?;
+            let replica = connect(replica_url).await?;
+            let commands = connect(command_url).await?;
+            let rows = replica::run(
+                mode,
+                &pool,
+                replica::Targets {
+                    primary: &primary,
+                    replica: &replica,
+                    commands: &commands,
+                    primary_url: &database_url,
+                    standby_url: &standby_url,
+                    pgbench: &pgbench,
+                },
             )
             .await?;
             report::write_rows(&out, &rows)

@@ -62,6 +62,11 @@ pub struct Config {
     /// Most database connections to hold.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,
+    /// Serve from a PostgreSQL hot standby (`DATABASE_URL` names it): never project or
+    /// write; reads, read-your-writes and WatchOrder follow what the standby has replayed.
+    /// The projector runs on a query-service attached to the primary.
+    #[arg(long, env = "QUERY_REPLICA")]
+    pub replica: bool,
     /// The most WatchOrder streams open at once; past this, a new one is refused with
     /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "MAX_WATCH_STREAMS", default_value_t = 1_000)]
@@ -97,12 +102,21 @@ pub async fn run(
     let (stop, stopping) = watch::channel(false);
 
     // Aborted if this future is dropped (a crash in tests), releasing the projection lock.
-    let mut projector = AbortOnDrop::spawn(projection::run_projector(
-        pool.clone(),
-        store.clone(),
-        state.clone(),
-        stopping.clone(),
-    ));
+    let mut projector = if config.replica {
+        tracing::info!("replica: serving from a standby; the primary's query-service projects");
+        AbortOnDrop::spawn(projection::follow_replica(
+            pool.clone(),
+            state.clone(),
+            stopping.clone(),
+        ))
+    } else {
+        AbortOnDrop::spawn(projection::run_projector(
+            pool.clone(),
+            store.clone(),
+            state.clone(),
+            stopping.clone(),
+        ))
+    };
 
     let _status_metrics = status::sample(pool.clone(), store.clone(), state.clone());
     let health_state = state.clone();
@@ -141,6 +155,10 @@ pub async fn run(
 
 /// Runs a rebuild to completion, printing progress to stdout.
 pub async fn run_rebuild(config: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !config.replica,
+        "a rebuild writes the read models: run it against the primary, not with --replica"
+    );
     let pool = service_runtime::database::connect_with_settings(
         &config.database_url,
         4,

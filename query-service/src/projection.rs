@@ -390,7 +390,7 @@ pub async fn run_projector(
                 if let Ok(Some(position)) = db::stored_position(&pool, READ_MODELS).await {
                     state.advance_to(position);
                 }
-                if sleep_or_shutdown(&mut shutdown, Duration::from_millis(50)).await {
+                if sleep_or_shutdown(&mut shutdown, CHECKPOINT_POLL).await {
                     return;
                 }
             }
@@ -400,6 +400,43 @@ pub async fn run_projector(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// How often an instance that does not project reads the stored checkpoint.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
+
+/// How often a replica reads the replicated checkpoint: a standby cannot LISTEN, so this
+/// poll is what a read-your-writes wait on a replica waits for (one point read each).
+const REPLICA_POLL: Duration = Duration::from_millis(10);
+
+/// A replica's stand-in for the projector (`--replica`, on a PostgreSQL hot standby): it
+/// never projects or writes, and keeps the known checkpoint at the one the standby has
+/// replayed, so read-your-writes waits and WatchOrder streams resolve there. The checkpoint
+/// row is replicated with the rows it covers (they commit together on the primary), so a
+/// view is never older than the checkpoint that says it is there.
+pub async fn follow_replica(
+    pool: PgPool,
+    state: Arc<ProjectionState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failing = false;
+    loop {
+        match db::stored_position(&pool, READ_MODELS).await {
+            Ok(Some(position)) => {
+                failing = false;
+                state.advance_to(position);
+            }
+            Ok(None) => {}
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(error = %err, "cannot read the replicated checkpoint; retrying");
+            }
+            Err(_) => {}
+        }
+        if sleep_or_shutdown(&mut shutdown, REPLICA_POLL).await {
+            return;
         }
     }
 }

@@ -8,6 +8,7 @@ mod errors;
 mod helpers;
 mod process;
 mod rebuild;
+mod replica;
 mod resilience;
 mod status;
 mod watch;

@@ -15,7 +15,8 @@ use std::{path::PathBuf, process::Command, sync::Mutex};
 /// The cluster this process started, to stop at exit.
 static STARTED: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-fn scripts_pg() -> PathBuf {
+/// `scripts/pg` of this checkout.
+pub(crate) fn scripts_pg() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg")
 }
 

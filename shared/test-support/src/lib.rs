@@ -6,6 +6,7 @@ pub mod database;
 pub mod process;
 pub mod proxy;
 pub mod security;
+pub mod standby;
 
 pub use ctor;
 
