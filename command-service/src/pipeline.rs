@@ -99,22 +99,31 @@ impl<S: Store> Pipeline<S> {
     /// returned. The common case, a new command, costs no lookup.
     ///
     /// With a [`SagaBacklog`], PlaceOrder is first admitted by it; a refusal changes
-    /// nothing and is not recorded, so the same command id can be sent again later.
+    /// nothing and is not recorded, so the same command id can be sent again later. A
+    /// placed order's total is remembered once the placement is stored, so the saga's
+    /// stock and payment commands for it read nothing more of the order.
     pub async fn execute(&self, envelope: &Envelope) -> Result<Outcome, CommandError> {
-        let Some(backlog) = self
-            .backlog
-            .as_deref()
-            .filter(|_| matches!(envelope.command, Command::PlaceOrder { .. }))
-        else {
+        let Command::PlaceOrder { order_id, .. } = envelope.command else {
             return self.execute_admitted(envelope).await;
         };
-        if let Err(refused) = backlog.admit() {
+        if let Some(backlog) = &self.backlog
+            && let Err(refused) = backlog.admit()
+        {
             // A retry of an order already placed still gets its recorded answer.
             return self.replay_or(envelope, refused).await;
         }
         let outcome = self.execute_admitted(envelope).await;
-        if outcome.is_ok() {
-            backlog.placed();
+        if let Ok(placed) = &outcome {
+            if let Some(backlog) = &self.backlog {
+                backlog.placed();
+            }
+            if let Detail::Total {
+                amount_minor,
+                currency,
+            } = &placed.detail
+            {
+                self.refs.remember_placed(order_id, *amount_minor, currency);
+            }
         }
         outcome
     }

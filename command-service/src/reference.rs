@@ -10,7 +10,7 @@
 
 use std::sync::Mutex;
 
-use domain_events::values::{Money, OrderId, OrderLine, ProductId, Sku};
+use domain_events::values::{Currency, Money, OrderId, OrderLine, ProductId, Sku};
 use event_store::{AggregateId, EventStore};
 use service_runtime::bounded::BoundedMap;
 
@@ -73,6 +73,13 @@ impl References {
             // A placed order always has a total (placing checks it); be strict anyway.
             (_, None) => OrderFact::Draft,
         })
+    }
+
+    /// Remembers that `order_id` is placed with this total (once the placement is stored).
+    pub fn remember_placed(&self, order_id: OrderId, amount_minor: i64, currency: &str) {
+        if let Ok(total) = Currency::parse(currency).and_then(|c| Money::new(amount_minor, c)) {
+            lock(&self.placed).insert(order_id, total);
+        }
     }
 
     /// The catalogue price of `sku`; NOT_FOUND when there is no such product.

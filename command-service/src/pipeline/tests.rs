@@ -197,6 +197,8 @@ struct Contended {
     rival: Arc<Mutex<Option<Pipeline<InMemoryEventStore>>>>,
     rivals: Arc<AtomicUsize>,
     conflicts: Arc<AtomicUsize>,
+    /// Every aggregate whose events were read.
+    reads: Arc<Mutex<Vec<event_store::AggregateId>>>,
 }
 
 impl Contended {
@@ -207,6 +209,7 @@ impl Contended {
             inner,
             rivals: Arc::new(AtomicUsize::new(rivals)),
             conflicts: Arc::new(AtomicUsize::new(0)),
+            reads: Arc::new(Mutex::new(Vec::new())),
         }
     }
 }
@@ -443,4 +446,59 @@ async fn a_full_saga_backlog_refuses_new_orders_and_changes_nothing() {
         order_state(&store, second).await.0.status(),
         OrderStatus::Placed
     );
+}
+
+#[tokio::test]
+async fn the_saga_commands_of_an_order_placed_here_do_not_read_the_order() {
+    let store = Contended::new(0);
+    let p = pipeline(store.clone());
+    catalogue(&p).await;
+    let order_id = OrderId::from_uuid(Uuid::new_v4());
+    p.execute(&envelope(create_order(order_id))).await.unwrap();
+    p.execute(&envelope(add_line(order_id, "TEA-1")))
+        .await
+        .unwrap();
+    p.execute(&envelope(place(order_id))).await.unwrap();
+    store.reads.lock().unwrap().clear();
+    p.execute(&envelope(Command::ReserveStock {
+        order_id,
+        items: vec![(sku(), Quantity::new(1).unwrap())],
+    }))
+    .await
+    .unwrap();
+    let authorized = p
+        .execute(&envelope(Command::AuthorizePayment {
+            order_id,
+            customer_id: CustomerId::from_uuid(Uuid::new_v4()),
+            amount: eur(450),
+            method: PaymentMethod::parse("card").unwrap(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        authorized.detail,
+        Detail::Payment {
+            authorized: true,
+            ..
+        }
+    ));
+    assert!(
+        !store
+            .reads
+            .lock()
+            .unwrap()
+            .contains(&order_stream(order_id)),
+        "the placed order's total was remembered"
+    );
+    // Another instance (a fresh pipeline) reads it once, and refuses a wrong amount.
+    let other = pipeline(store.clone());
+    let wrong = other
+        .execute(&envelope(Command::AuthorizePayment {
+            order_id,
+            customer_id: CustomerId::from_uuid(Uuid::new_v4()),
+            amount: eur(1),
+            method: PaymentMethod::parse("card").unwrap(),
+        }))
+        .await;
+    assert!(matches!(wrong, Err(CommandError::Refused(_))), "{wrong:?}");
 }
