@@ -131,6 +131,14 @@ fn describe() {
         "command_snapshots_written_total",
         "Aggregate snapshots written."
     );
+    describe_gauge!(
+        "command_saga_backlog",
+        "Placed orders whose saga has not finished, as last read from the saga_backlog view."
+    );
+    describe_counter!(
+        "command_backpressure_refusals_total",
+        "PlaceOrder calls refused with RESOURCE_EXHAUSTED because the saga backlog was full."
+    );
     describe_counter!(
         "command_voids_total",
         "VoidCommand calls, by result (voided: it had not run; ran: it had)."
@@ -329,4 +337,72 @@ pub fn sample_pool(pool: PgPool, service: &'static str) -> AbortOnDrop<()> {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeSet, fs, path::Path};
+
+    /// The metric names in `text` that follow one of `macros` (`counter!(` and so on),
+    /// skipping any whose macro name is the tail of a longer identifier.
+    fn names_after(text: &str, macros: &[&str]) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for mac in macros {
+            for (at, _) in text.match_indices(mac) {
+                let before = text[..at].chars().next_back();
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let rest = text[at + mac.len()..].trim_start();
+                if let Some(quoted) = rest.strip_prefix('"') {
+                    let name: String = quoted.chars().take_while(|&c| c != '"').collect();
+                    if !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    {
+                        names.insert(name);
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    fn rust_sources(dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).expect("a source folder") {
+            let path = entry.expect("a folder entry").path();
+            if path.is_dir() {
+                rust_sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(fs::read_to_string(&path).expect("a readable source file"));
+            }
+        }
+    }
+
+    /// `promtool check metrics` refuses a series without help text, so a metric recorded
+    /// anywhere in the services must be described in `describe()`.
+    #[test]
+    fn every_metric_the_services_record_is_described() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut sources = Vec::new();
+        for crate_dir in ["command-service", "query-service", "saga-service", "shared"] {
+            rust_sources(&root.join(crate_dir), &mut sources);
+        }
+        let recorded: BTreeSet<String> = sources
+            .iter()
+            .flat_map(|text| names_after(text, &["counter!(", "gauge!(", "histogram!("]))
+            .collect();
+        let described = names_after(
+            include_str!("metrics.rs"),
+            &[
+                "describe_counter!(",
+                "describe_gauge!(",
+                "describe_histogram!(",
+            ],
+        );
+        assert!(recorded.len() > 20, "the scan found the services' metrics");
+        let missing: Vec<_> = recorded.difference(&described).collect();
+        assert!(missing.is_empty(), "metrics without help text: {missing:?}");
+    }
 }
