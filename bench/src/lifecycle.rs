@@ -600,16 +600,7 @@ pub async fn cold(
             d,
             move |client, _| {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize % first_ids.len();
-                let mut c = QueryServiceClient::new(q[client % CONNECTIONS].clone());
-                let order_id = first_ids[i].clone();
-                async move {
-                    c.get_order(pb::GetOrderRequest {
-                        order_id,
-                        consistency_token: String::new(),
-                    })
-                    .await
-                    .is_ok()
-                }
+                get_order(q[client % CONNECTIONS].clone(), first_ids[i].clone())
             },
         )
         .await;
@@ -621,16 +612,7 @@ pub async fn cold(
             move |client, seq| {
                 let i = (seq as usize * 7919 + client * 104_729 + seq as usize * seq as usize)
                     % ids.len();
-                let mut c = QueryServiceClient::new(q[client % CONNECTIONS].clone());
-                let order_id = ids[i].clone();
-                async move {
-                    c.get_order(pb::GetOrderRequest {
-                        order_id,
-                        consistency_token: String::new(),
-                    })
-                    .await
-                    .is_ok()
-                }
+                get_order(q[client % CONNECTIONS].clone(), ids[i].clone())
             },
         )
         .await;
@@ -716,4 +698,15 @@ pub async fn seed_cold(mode: Mode, pool: &PgPool) -> anyhow::Result<()> {
     .await?;
     sqlx::query("ANALYZE read_orders").execute(pool).await?;
     Ok(())
+}
+
+/// One GetOrder without a consistency token; true when it was answered.
+async fn get_order(channel: Channel, order_id: String) -> bool {
+    QueryServiceClient::new(channel)
+        .get_order(pb::GetOrderRequest {
+            order_id,
+            consistency_token: String::new(),
+        })
+        .await
+        .is_ok()
 }

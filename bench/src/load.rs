@@ -463,6 +463,32 @@ async fn get_order(mut client: QueryServiceClient<Channel>, order_id: String) ->
         .is_ok()
 }
 
+/// One CreateOrder, then a GetOrder with its consistency token: how long after the
+/// command's response the order could be read (None when a call failed).
+pub(crate) async fn create_then_read(commands: Channel, queries: Channel) -> Option<Duration> {
+    let order_id = id();
+    let written = CommandServiceClient::new(commands)
+        .create_order(pb::CreateOrderRequest {
+            command_id: id(),
+            order_id: order_id.clone(),
+            customer_id: id(),
+            currency: "EUR".into(),
+            lines: vec![],
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let responded = Instant::now();
+    QueryServiceClient::new(queries)
+        .get_order(pb::GetOrderRequest {
+            order_id,
+            consistency_token: written.result?.consistency_token,
+        })
+        .await
+        .ok()?;
+    Some(responded.elapsed())
+}
+
 /// Scenario 3: read-model lag at a fixed command rate.
 async fn lag_scenario(
     mode: Mode,
@@ -480,31 +506,8 @@ async fn lag_scenario(
         command_rate,
         d,
         move |seq| {
-            let mut commands = CommandServiceClient::new(c[seq as usize % CONNECTIONS].clone());
-            let mut queries = QueryServiceClient::new(q[seq as usize % CONNECTIONS].clone());
-            async move {
-                let order_id = id();
-                let written = commands
-                    .create_order(pb::CreateOrderRequest {
-                        command_id: id(),
-                        order_id: order_id.clone(),
-                        customer_id: id(),
-                        currency: "EUR".into(),
-                        lines: vec![],
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                let responded = Instant::now();
-                queries
-                    .get_order(pb::GetOrderRequest {
-                        order_id,
-                        consistency_token: written.result?.consistency_token,
-                    })
-                    .await
-                    .ok()?;
-                Some(responded.elapsed())
-            }
+            let slot = seq as usize % CONNECTIONS;
+            create_then_read(c[slot].clone(), q[slot].clone())
         },
     )
     .await;

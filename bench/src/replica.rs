@@ -7,13 +7,10 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use contracts::orders::v1::{
-    self as pb, command_service_client::CommandServiceClient,
-    query_service_client::QueryServiceClient,
-};
+use contracts::orders::v1::{self as pb, query_service_client::QueryServiceClient};
 use hdrhistogram::Histogram;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -21,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     Mode,
     client::Channel,
-    load::{CONNECTIONS, id, pgbench},
+    load::{CONNECTIONS, create_then_read, pgbench},
     measure::{Stats, closed_loop, fixed_rate},
     report::Row,
 };
@@ -205,31 +202,8 @@ async fn lag(mode: Mode, rate: u64, pool: &PgPool, t: &Targets<'_>) -> anyhow::R
         rate,
         d,
         move |seq| {
-            let mut commands = CommandServiceClient::new(c[seq as usize % CONNECTIONS].clone());
-            let mut replica = QueryServiceClient::new(q[seq as usize % CONNECTIONS].clone());
-            async move {
-                let order_id = id();
-                let written = commands
-                    .create_order(pb::CreateOrderRequest {
-                        command_id: id(),
-                        order_id: order_id.clone(),
-                        customer_id: id(),
-                        currency: "EUR".into(),
-                        lines: vec![],
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                let responded = Instant::now();
-                replica
-                    .get_order(pb::GetOrderRequest {
-                        order_id,
-                        consistency_token: written.result?.consistency_token,
-                    })
-                    .await
-                    .ok()?;
-                Some(responded.elapsed())
-            }
+            let slot = seq as usize % CONNECTIONS;
+            create_then_read(c[slot].clone(), q[slot].clone())
         },
     )
     .await;
