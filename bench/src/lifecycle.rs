@@ -570,27 +570,7 @@ pub async fn cold(
     let n = mode.cold_rows();
     let mut rows = Vec::new();
     eprintln!("6. cold reads: {n} orders in the read model, none read since the restart");
-    let ids: Arc<Vec<String>> = Arc::new(
-        sqlx::query_scalar::<_, Uuid>(
-            "SELECT md5('cold' || i)::uuid FROM generate_series(1, $1) AS i",
-        )
-        .bind(n)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|u| u.to_string())
-        .collect(),
-    );
-    let customers: Arc<Vec<String>> = Arc::new(
-        sqlx::query_scalar::<_, Uuid>(
-            "SELECT md5('cold-customer' || i)::uuid FROM generate_series(0, 9999) AS i",
-        )
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|u| u.to_string())
-        .collect(),
-    );
+    let ColdSet { ids, customers } = ColdSet::load(mode, pool).await?;
     let next = Arc::new(AtomicU64::new(0));
     for clients in mode.read_clients() {
         let (q, first_ids, next) = (queries.clone(), ids.clone(), next.clone());
@@ -604,56 +584,25 @@ pub async fn cold(
             },
         )
         .await;
-        let (q, ids) = (queries.clone(), ids.clone());
-        let beyond_cache = closed_loop(
+        let beyond_cache = get_orders_at_random(
             &format!("GetOrder at random over {n} orders x{clients}"),
+            queries,
+            &ids,
             clients,
             d,
-            move |client, seq| {
-                let i = (seq as usize * 7919 + client * 104_729 + seq as usize * seq as usize)
-                    % ids.len();
-                get_order(q[client % CONNECTIONS].clone(), ids[i].clone())
-            },
         )
         .await;
-        let (q, customers) = (queries.clone(), customers.clone());
-        let lists = closed_loop(
+        let lists = list_customer_orders(
             &format!("ListOrders of one customer, first page, x{clients}"),
+            queries,
+            &customers,
             clients,
             d,
-            move |client, seq| {
-                let customer =
-                    customers[(seq as usize * 31 + client * 977) % customers.len()].clone();
-                let mut c = QueryServiceClient::new(q[client % CONNECTIONS].clone());
-                async move {
-                    c.list_orders(pb::ListOrdersRequest {
-                        customer_id: customer,
-                        page_size: 10,
-                        ..Default::default()
-                    })
-                    .await
-                    .is_ok()
-                }
-            },
         )
         .await;
         eprintln!("  pgbench point SELECT and customer page x{clients}");
-        let select = pgbench(
-            pgbench_bin,
-            database_url,
-            clients,
-            d,
-            &format!(
-                "\\set id random(1, {n})\nSELECT * FROM read_orders WHERE order_id = md5('cold' || :id)::uuid;\n"
-            ),
-        )?;
-        let page = pgbench(
-            pgbench_bin,
-            database_url,
-            clients,
-            d,
-            "\\set c random(0, 9999)\nSELECT * FROM read_orders WHERE customer_id = md5('cold-customer' || :c)::uuid ORDER BY created_at DESC, order_id DESC LIMIT 11;\n",
-        )?;
+        let select = pgbench(pgbench_bin, database_url, clients, d, &point_script(mode))?;
+        let page = pgbench(pgbench_bin, database_url, clients, d, &page_script(mode))?;
         rows.push(Row::new(
             format!("cold GetOrder (each order's first read since the restart), {clients} clients"),
             first_reads,
@@ -681,19 +630,21 @@ pub async fn cold(
     Ok(rows)
 }
 
-/// Seeds the cold-read orders (spread over 10,000 customers) before query-service restarts.
+/// Seeds the cold-read orders (spread over up to 10,000 customers) before query-service
+/// restarts.
 pub async fn seed_cold(mode: Mode, pool: &PgPool) -> anyhow::Result<()> {
     let n = mode.cold_rows();
     eprintln!("  seeding {n} read-model orders for the cold reads");
     sqlx::query(
         "INSERT INTO read_orders (order_id, customer_id, status, currency, lines, total_minor, stock_status, \
            payment_status, created_at, updated_at, version) \
-         SELECT md5('cold' || i)::uuid, md5('cold-customer' || (i % 10000))::uuid, 'confirmed', 'EUR', \
+         SELECT md5('cold' || i)::uuid, md5('cold-customer' || (i % $2))::uuid, 'confirmed', 'EUR', \
            '[{\"sku\": \"LIFE-001\", \"quantity\": 1, \"unit_price_minor\": 100}]', 100, 'reserved', \
            'authorized', now() - (i || ' seconds')::interval, now(), 3 \
          FROM generate_series(1, $1) AS i ON CONFLICT DO NOTHING",
     )
     .bind(n)
+    .bind(cold_customers(mode))
     .execute(pool)
     .await?;
     sqlx::query("ANALYZE read_orders").execute(pool).await?;
@@ -709,4 +660,104 @@ async fn get_order(channel: Channel, order_id: String) -> bool {
         })
         .await
         .is_ok()
+}
+
+/// How many customers the cold-read orders are spread over.
+fn cold_customers(mode: Mode) -> i64 {
+    mode.cold_rows().min(10_000)
+}
+
+/// The ids of the cold-read orders and of their customers, as `seed_cold` wrote them.
+pub(crate) struct ColdSet {
+    /// Every order's id.
+    pub ids: Arc<Vec<String>>,
+    /// Every customer's id.
+    pub customers: Arc<Vec<String>>,
+}
+
+impl ColdSet {
+    /// Computes the ids in PostgreSQL, with the same expressions `seed_cold` used.
+    pub async fn load(mode: Mode, pool: &PgPool) -> anyhow::Result<ColdSet> {
+        let uuids = |sql: &'static str, count: i64| async move {
+            anyhow::Ok(Arc::new(
+                sqlx::query_scalar::<_, Uuid>(sql)
+                    .bind(count)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|u| u.to_string())
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        Ok(ColdSet {
+            ids: uuids(
+                "SELECT md5('cold' || i)::uuid FROM generate_series(1, $1) AS i",
+                mode.cold_rows(),
+            )
+            .await?,
+            customers: uuids(
+                "SELECT md5('cold-customer' || i)::uuid FROM generate_series(0, $1 - 1) AS i",
+                cold_customers(mode),
+            )
+            .await?,
+        })
+    }
+}
+
+/// pgbench's baseline for GetOrder: a point SELECT of a cold-read order at random.
+pub(crate) fn point_script(mode: Mode) -> String {
+    format!(
+        "\\set id random(1, {})\nSELECT * FROM read_orders WHERE order_id = md5('cold' || :id)::uuid;\n",
+        mode.cold_rows()
+    )
+}
+
+/// pgbench's baseline for ListOrders: one customer's first page (11 rows, as the service
+/// reads one more than the page to know whether another follows).
+pub(crate) fn page_script(mode: Mode) -> String {
+    format!(
+        "\\set c random(0, {})\nSELECT * FROM read_orders WHERE customer_id = md5('cold-customer' || :c)::uuid ORDER BY created_at DESC, order_id DESC LIMIT 11;\n",
+        cold_customers(mode) - 1
+    )
+}
+
+/// GetOrder at random over `ids`, closed loop.
+pub(crate) async fn get_orders_at_random(
+    label: &str,
+    channels: &Arc<Vec<Channel>>,
+    ids: &Arc<Vec<String>>,
+    clients: usize,
+    d: Duration,
+) -> Stats {
+    let (q, ids) = (channels.clone(), ids.clone());
+    closed_loop(label, clients, d, move |client, seq| {
+        let i = (seq as usize * 7919 + client * 104_729 + seq as usize * seq as usize) % ids.len();
+        get_order(q[client % CONNECTIONS].clone(), ids[i].clone())
+    })
+    .await
+}
+
+/// ListOrders of one customer at random, first page of 10, closed loop.
+pub(crate) async fn list_customer_orders(
+    label: &str,
+    channels: &Arc<Vec<Channel>>,
+    customers: &Arc<Vec<String>>,
+    clients: usize,
+    d: Duration,
+) -> Stats {
+    let (q, customers) = (channels.clone(), customers.clone());
+    closed_loop(label, clients, d, move |client, seq| {
+        let customer = customers[(seq as usize * 31 + client * 977) % customers.len()].clone();
+        let mut c = QueryServiceClient::new(q[client % CONNECTIONS].clone());
+        async move {
+            c.list_orders(pb::ListOrdersRequest {
+                customer_id: customer,
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+        }
+    })
+    .await
 }

@@ -10,16 +10,15 @@ use std::{
     time::Duration,
 };
 
-use contracts::orders::v1::{self as pb, query_service_client::QueryServiceClient};
 use hdrhistogram::Histogram;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::{
     Mode,
     client::Channel,
+    lifecycle::{ColdSet, get_orders_at_random, list_customer_orders, page_script, point_script},
     load::{CONNECTIONS, create_then_read, pgbench},
-    measure::{Stats, closed_loop, fixed_rate},
+    measure::{Stats, fixed_rate},
     report::Row,
 };
 
@@ -39,88 +38,20 @@ pub struct Targets<'a> {
     pub pgbench: &'a str,
 }
 
-/// GetOrder at random over the cold-read orders (seeded by `bench load`).
-async fn get_orders(
-    label: &str,
-    channels: &Arc<Vec<Channel>>,
-    ids: &Arc<Vec<String>>,
-    clients: usize,
-    d: Duration,
-) -> Stats {
-    let (q, ids) = (channels.clone(), ids.clone());
-    closed_loop(label, clients, d, move |client, seq| {
-        let i = (seq as usize * 7919 + client * 104_729 + seq as usize * seq as usize) % ids.len();
-        let mut c = QueryServiceClient::new(q[client % CONNECTIONS].clone());
-        let order_id = ids[i].clone();
-        async move {
-            c.get_order(pb::GetOrderRequest {
-                order_id,
-                consistency_token: String::new(),
-            })
-            .await
-            .is_ok()
-        }
-    })
-    .await
-}
-
-/// ListOrders of one customer, first page.
-async fn list_orders(
-    label: &str,
-    channels: &Arc<Vec<Channel>>,
-    customers: &Arc<Vec<String>>,
-    clients: usize,
-    d: Duration,
-) -> Stats {
-    let (q, customers) = (channels.clone(), customers.clone());
-    closed_loop(label, clients, d, move |client, seq| {
-        let customer = customers[(seq as usize * 31 + client * 977) % customers.len()].clone();
-        let mut c = QueryServiceClient::new(q[client % CONNECTIONS].clone());
-        async move {
-            c.list_orders(pb::ListOrdersRequest {
-                customer_id: customer,
-                page_size: 10,
-                ..Default::default()
-            })
-            .await
-            .is_ok()
-        }
-    })
-    .await
-}
-
 /// Runs the scenario.
 pub async fn run(mode: Mode, pool: &PgPool, t: Targets<'_>) -> anyhow::Result<Vec<Row>> {
     let d = mode.duration();
     let n = mode.cold_rows();
     let mut rows = Vec::new();
     eprintln!("8. reads on the primary and on a streaming standby");
-    let uuids = |sql: &'static str| async move {
-        anyhow::Ok(Arc::new(
-            sqlx::query_scalar::<_, Uuid>(sql)
-                .bind(n)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|u| u.to_string())
-                .collect::<Vec<_>>(),
-        ))
-    };
-    let ids = uuids("SELECT md5('cold' || i)::uuid FROM generate_series(1, $1) AS i").await?;
-    let customers = uuids(
-        "SELECT md5('cold-customer' || i)::uuid FROM generate_series(0, least($1, 10000) - 1) AS i",
-    )
-    .await?;
-    let point = format!(
-        "\\set id random(1, {n})\nSELECT * FROM read_orders WHERE order_id = md5('cold' || :id)::uuid;\n"
-    );
-    let page = "\\set c random(0, 9999)\nSELECT * FROM read_orders WHERE customer_id = md5('cold-customer' || :c)::uuid ORDER BY created_at DESC, order_id DESC LIMIT 11;\n";
+    let ColdSet { ids, customers } = ColdSet::load(mode, pool).await?;
+    let (point, page) = (point_script(mode), page_script(mode));
     for clients in mode.read_clients() {
         for (name, channels, url) in [
             ("primary", t.primary, t.primary_url),
             ("standby", t.replica, t.standby_url),
         ] {
-            let gets = get_orders(
+            let gets = get_orders_at_random(
                 &format!("GetOrder on the {name}'s query-service x{clients}"),
                 channels,
                 &ids,
@@ -128,7 +59,7 @@ pub async fn run(mode: Mode, pool: &PgPool, t: Targets<'_>) -> anyhow::Result<Ve
                 d,
             )
             .await;
-            let lists = list_orders(
+            let lists = list_customer_orders(
                 &format!("ListOrders on the {name}'s query-service x{clients}"),
                 channels,
                 &customers,
@@ -138,7 +69,7 @@ pub async fn run(mode: Mode, pool: &PgPool, t: Targets<'_>) -> anyhow::Result<Ve
             .await;
             eprintln!("  pgbench point SELECT and customer page on the {name} x{clients}");
             let select = pgbench(t.pgbench, url, clients, d, &point)?;
-            let pages = pgbench(t.pgbench, url, clients, d, page)?;
+            let pages = pgbench(t.pgbench, url, clients, d, &page)?;
             rows.push(Row::new(
                 format!("GetOrder at random over {n} orders, query-service on the {name}, {clients} clients"),
                 gets,
