@@ -127,15 +127,19 @@ pub fn decode_batch(batch: &[RecordedEvent]) -> Result<DecodedBatch, BatchError>
 
 /// Applies `batch` (which follows `from` in the log) to `tables` and moves the checkpoint
 /// of `projection` from `from` to the batch's last position, all in one statement.
+///
+/// `known` holds order views equal to the rows in `tables` (the leader's in-memory views),
+/// so those orders are not read again; pass `None` to read every order the batch touches.
 pub async fn apply_batch(
     conn: &mut PgConnection,
     tables: Tables,
     projection: &str,
     from: Position,
     batch: &[RecordedEvent],
+    known: Option<&OrderViews>,
 ) -> Result<Applied, BatchError> {
     let decoded = decode_batch(batch)?;
-    apply_decoded(conn, tables, projection, from, &decoded).await
+    apply_decoded(conn, tables, projection, from, &decoded, known).await
 }
 
 /// [`apply_batch`] for a batch decoded already (a rebuild decodes while it writes).
@@ -145,6 +149,7 @@ pub async fn apply_decoded(
     projection: &str,
     from: Position,
     batch: &DecodedBatch,
+    known: Option<&OrderViews>,
 ) -> Result<Applied, BatchError> {
     let Some(last) = batch.last else {
         return Ok(Applied {
@@ -173,13 +178,23 @@ pub async fn apply_decoded(
         skus.extend(sku);
         customer_ids.extend(customer);
     }
-    let order_ids: Vec<Uuid> = order_ids.difference(&new_orders).copied().collect();
+    let mut model = ReadModel::default();
+    let mut order_ids: Vec<Uuid> = order_ids.difference(&new_orders).copied().collect();
+    if let Some(known) = known {
+        order_ids.retain(|id| match known.get(*id) {
+            Some(view) => {
+                customer_ids.insert(view.customer_id);
+                model.orders.insert(*id, OrderView::clone(&view));
+                false
+            }
+            None => true,
+        });
+    }
     let skus: Vec<String> = skus.into_iter().collect();
 
     // The rows the batch touches are read first, outside any transaction: this instance is
     // the only writer while it holds the lock, and the write below only happens if the
     // checkpoint is still where these reads assumed it.
-    let mut model = ReadModel::default();
     for order in db::load_orders(conn, tables, &order_ids).await? {
         customer_ids.insert(order.customer_id);
         model.orders.insert(order.order_id, order);
@@ -505,7 +520,8 @@ async fn lead(
             }
         };
         let started = std::time::Instant::now();
-        match apply_batch(conn, db::LIVE, READ_MODELS, checkpoint, &batch).await {
+        let known = Some(&state.views);
+        match apply_batch(conn, db::LIVE, READ_MODELS, checkpoint, &batch, known).await {
             Ok(applied) => {
                 metrics::histogram!("projection_batch_seconds", "projection" => READ_MODELS)
                     .record(started.elapsed().as_secs_f64());

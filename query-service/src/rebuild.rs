@@ -128,11 +128,12 @@ pub async fn rebuild(
         if batch.is_empty() {
             break;
         }
-        let applied = match apply_decoded(&mut conn, db::SHADOW, REBUILD, position, &batch).await {
-            Ok(applied) => applied.position,
-            Err(BatchError::CheckpointMoved) => anyhow::bail!("another rebuild is running"),
-            Err(err) => return Err(err.into()),
-        };
+        let applied =
+            match apply_decoded(&mut conn, db::SHADOW, REBUILD, position, &batch, None).await {
+                Ok(applied) => applied.position,
+                Err(BatchError::CheckpointMoved) => anyhow::bail!("another rebuild is running"),
+                Err(err) => return Err(err.into()),
+            };
         position = applied;
         done += batch.len() as u64;
         if last_report.elapsed().as_millis() >= 500 {
@@ -169,7 +170,7 @@ async fn apply(
     from: Position,
     batch: &[event_store::RecordedEvent],
 ) -> anyhow::Result<Position> {
-    match apply_batch(conn, db::SHADOW, REBUILD, from, batch).await {
+    match apply_batch(conn, db::SHADOW, REBUILD, from, batch, None).await {
         Ok(applied) => Ok(applied.position),
         Err(BatchError::CheckpointMoved) => anyhow::bail!("another rebuild is running"),
         Err(err) => Err(err.into()),
