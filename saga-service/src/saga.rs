@@ -297,6 +297,14 @@ pub enum Action {
     Stop,
 }
 
+/// Where a saga stood before an answer was recorded: see [`Saga::moved_on_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    state: SagaState,
+    settling: Option<Settling>,
+    steps_left: usize,
+}
+
 /// One saga's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saga {
@@ -419,6 +427,31 @@ impl Saga {
             }
             _ => false,
         }
+    }
+
+    /// Where the saga stands, to compare with after an answer is recorded.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            state: self.state,
+            settling: self.settling,
+            steps_left: self.plan.len(),
+        }
+    }
+
+    /// True when, since `mark`, the saga only moved on: a step succeeded and the next one,
+    /// in the same direction, is due at `now`, with no settling, no change of state and no
+    /// cancellation pending. The worker then sends that next step without saving first:
+    /// an unsaved step is no different from a save lost in a crash, since every step redone
+    /// from the older saved state gets its recorded answer. Every other change (a failure,
+    /// a retry's wait, settling, compensation starting, the end) is saved before anything
+    /// more is sent.
+    pub fn moved_on_from(&self, mark: Mark, now: DateTime<Utc>) -> bool {
+        self.state == mark.state
+            && mark.settling.is_none()
+            && self.settling.is_none()
+            && !self.cancel_requested
+            && self.plan.len() + 1 == mark.steps_left
+            && matches!(self.next_action(now), Action::Send(_))
     }
 
     /// What to do at `now`.
@@ -755,6 +788,48 @@ mod tests {
         Step::AuthorizePayment,
         Step::ConfirmOrder,
     ];
+
+    #[test]
+    fn only_a_success_that_leads_straight_to_the_next_step_goes_on_unsaved() {
+        let moved_on = |s: &mut Saga, step, result, at| {
+            let mark = s.mark();
+            s.record(step, result, t(at), &policy(), 1.0);
+            s.moved_on_from(mark, t(at))
+        };
+        // Forward: reserve and authorise lead straight on; confirming ends the saga.
+        let mut s = saga();
+        assert!(moved_on(&mut s, Step::ReserveStock, StepResult::Succeeded, 1));
+        assert!(moved_on(&mut s, Step::AuthorizePayment, StepResult::Succeeded, 2));
+        assert!(!moved_on(&mut s, Step::ConfirmOrder, StepResult::Succeeded, 3));
+        assert_eq!(s.state, SagaState::Completed);
+
+        // A retry's wait, a decline (compensation starts) and a refusal (settling) are saved.
+        let mut s = saga();
+        let busy = StepResult::Transient("Unavailable".into());
+        assert!(!moved_on(&mut s, Step::ReserveStock, busy, 1));
+        let mut s = saga();
+        let declined = StepResult::Declined("out of stock".into());
+        assert!(!moved_on(&mut s, Step::ReserveStock, declined, 1));
+        assert_eq!(s.state, SagaState::Compensating);
+        let mut s = saga();
+        succeed(&mut s, &[Step::ReserveStock], 1);
+        let refused = StepResult::Refused("voided".into());
+        assert!(!moved_on(&mut s, Step::AuthorizePayment, refused, 2));
+        assert!(s.settling.is_some());
+
+        // Compensation steps chain too, once the switch to compensating was saved.
+        let mut s = saga();
+        succeed(&mut s, &[Step::ReserveStock], 1);
+        let declined = StepResult::Declined("card declined".into());
+        assert!(!moved_on(&mut s, Step::AuthorizePayment, declined, 2));
+        assert_eq!(s.next_action(t(3)), Action::Send(Step::ReleaseStock));
+        assert!(moved_on(&mut s, Step::ReleaseStock, StepResult::Succeeded, 3));
+
+        // A cancellation taken in at the last save stops the chaining.
+        let mut s = saga();
+        s.cancel_requested = true;
+        assert!(!moved_on(&mut s, Step::ReserveStock, StepResult::Succeeded, 1));
+    }
 
     #[test]
     fn the_happy_path_reserves_authorises_and_confirms() {

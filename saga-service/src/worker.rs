@@ -1,9 +1,11 @@
 //! Drives due sagas: claim one with a lease, send its step (or void it), record the
 //! answer, repeat.
 //!
-//! The saga row is written after every answer and before the next command is sent, and a
-//! change that needs no answer (a cancellation turning into compensation) is written before
-//! anything is sent. Each step's command carries the same idempotency key on every attempt
+//! The saga row is written after every answer that changes more than which step is next
+//! (a failure, a retry's wait, settling, compensation starting, the end), before the next
+//! command is sent; a step that succeeded is followed by the next one at once and saved with
+//! it. A change that needs no answer (a cancellation turning into compensation) is written
+//! before anything is sent. Each step's command carries the same idempotency key on every attempt
 //! and command-service records every answer (voids included), so a worker that dies at any
 //! point, or a save that a database crash loses, leaves a saga that any worker resumes
 //! (once the lease runs out) to the same outcome, without reserving or charging twice.
@@ -115,6 +117,9 @@ impl Worker {
     /// deadline says, a claimed step is sent (or voided) before it is judged: a saga taken
     /// over after a crash first asks again.
     async fn drive(&mut self, mut saga: Saga) {
+        // Steps are chained without a save only in the first half of the lease, so a
+        // worker that stalls cannot run on unchecked for long after its lease is gone.
+        let unchecked_until = std::time::Instant::now() + self.lease / 2;
         loop {
             if saga.observe(self.clock.now(), &self.policy) && !self.save(&mut saga, true).await {
                 return;
@@ -122,6 +127,7 @@ impl Worker {
             let now = self.clock.now();
             let action = saga.next_action(now);
             let before = (saga.state, saga.settling);
+            let mark = saga.mark();
             match action {
                 Action::Send(step) => {
                     let timeout = self.attempt_timeout(&saga, step, now);
@@ -181,6 +187,11 @@ impl Worker {
                     }
                     SagaState::Running => {}
                 }
+            }
+            if saga.moved_on_from(mark, self.clock.now())
+                && std::time::Instant::now() < unchecked_until
+            {
+                continue;
             }
             let acted = matches!(action, Action::Send(_) | Action::Void(_));
             let active = matches!(saga.state, SagaState::Running | SagaState::Compensating);
