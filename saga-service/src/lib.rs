@@ -212,7 +212,7 @@ pub async fn run_with_clock(
             owner,
             lease: Duration::from_millis(config.lease_ms),
             work: work.clone(),
-            idle_poll: Duration::from_millis(100),
+            idle_poll: Duration::from_secs(1),
             failpoint: config.failpoint,
         };
         tasks.push(AbortOnDrop::spawn(worker.run(stopping.clone())));

@@ -798,9 +798,24 @@ mod tests {
         };
         // Forward: reserve and authorise lead straight on; confirming ends the saga.
         let mut s = saga();
-        assert!(moved_on(&mut s, Step::ReserveStock, StepResult::Succeeded, 1));
-        assert!(moved_on(&mut s, Step::AuthorizePayment, StepResult::Succeeded, 2));
-        assert!(!moved_on(&mut s, Step::ConfirmOrder, StepResult::Succeeded, 3));
+        assert!(moved_on(
+            &mut s,
+            Step::ReserveStock,
+            StepResult::Succeeded,
+            1
+        ));
+        assert!(moved_on(
+            &mut s,
+            Step::AuthorizePayment,
+            StepResult::Succeeded,
+            2
+        ));
+        assert!(!moved_on(
+            &mut s,
+            Step::ConfirmOrder,
+            StepResult::Succeeded,
+            3
+        ));
         assert_eq!(s.state, SagaState::Completed);
 
         // A retry's wait, a decline (compensation starts) and a refusal (settling) are saved.
@@ -823,12 +838,22 @@ mod tests {
         let declined = StepResult::Declined("card declined".into());
         assert!(!moved_on(&mut s, Step::AuthorizePayment, declined, 2));
         assert_eq!(s.next_action(t(3)), Action::Send(Step::ReleaseStock));
-        assert!(moved_on(&mut s, Step::ReleaseStock, StepResult::Succeeded, 3));
+        assert!(moved_on(
+            &mut s,
+            Step::ReleaseStock,
+            StepResult::Succeeded,
+            3
+        ));
 
         // A cancellation taken in at the last save stops the chaining.
         let mut s = saga();
         s.cancel_requested = true;
-        assert!(!moved_on(&mut s, Step::ReserveStock, StepResult::Succeeded, 1));
+        assert!(!moved_on(
+            &mut s,
+            Step::ReserveStock,
+            StepResult::Succeeded,
+            1
+        ));
     }
 
     #[test]

@@ -78,7 +78,9 @@ pub struct Worker {
     pub lease: Duration,
     /// Fires when the follower started or flagged sagas.
     pub work: Arc<Notify>,
-    /// How often an idle worker looks for due sagas anyway (timers, other instances).
+    /// How often an idle worker looks for due sagas anyway: sagas another instance let go,
+    /// or whose wake-up was lost with a crash (this instance's retries wake a worker when
+    /// they are due).
     pub idle_poll: Duration,
     /// Test-only crash point.
     pub failpoint: Option<Failpoint>,
@@ -209,9 +211,23 @@ impl Worker {
                 _ => {}
             }
             if !keep {
+                if active && saga.next_attempt_at > self.clock.now() {
+                    self.wake_at(saga.next_attempt_at);
+                }
                 return;
             }
         }
+    }
+
+    /// Wakes a worker when a saga let go to wait (a retry's backoff) is due again, rather
+    /// than leaving it to the idle poll.
+    fn wake_at(&self, due: chrono::DateTime<chrono::Utc>) {
+        let wait = (due - self.clock.now()).to_std().unwrap_or_default();
+        let work = self.work.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            work.notify_one();
+        });
     }
 
     /// How long an attempt may take: until the step's deadline (so it is judged on
