@@ -171,6 +171,23 @@ pub async fn save_leased(
         .transpose()
 }
 
+/// What [`save_leased`] returns, without writing: the stored cancellation request if
+/// `owner` still holds the saga's lease, or `None` when the lease was lost. A worker asks
+/// this between steps it chains without a save.
+pub async fn check_leased(
+    pool: &PgPool,
+    order_id: Uuid,
+    owner: Uuid,
+) -> Result<Option<(bool, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT cancel_requested, cancel_reason FROM sagas WHERE order_id = $1 AND lease_owner = $2",
+    )
+    .bind(order_id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await
+}
+
 /// Loads a saga for an operator's change, locking its row; `None` if missing.
 pub async fn lock_for_admin(
     conn: &mut PgConnection,

@@ -440,11 +440,11 @@ impl Saga {
 
     /// True when, since `mark`, the saga only moved on: a step succeeded and the next one,
     /// in the same direction, is due at `now`, with no settling, no change of state and no
-    /// cancellation pending. The worker then sends that next step without saving first:
-    /// an unsaved step is no different from a save lost in a crash, since every step redone
-    /// from the older saved state gets its recorded answer. Every other change (a failure,
-    /// a retry's wait, settling, compensation starting, the end) is saved before anything
-    /// more is sent.
+    /// cancellation requested. The worker then sends that next step without saving first
+    /// (it reads the row for a cancellation instead): an unsaved step is no different from
+    /// a save lost in a crash, since every step redone from the older saved state gets its
+    /// recorded answer. Every other change (a failure, a retry's wait, settling,
+    /// compensation starting, the end) is saved before anything more is sent.
     pub fn moved_on_from(&self, mark: Mark, now: DateTime<Utc>) -> bool {
         self.state == mark.state
             && mark.settling.is_none()

@@ -3,9 +3,11 @@
 //!
 //! The saga row is written after every answer that changes more than which step is next
 //! (a failure, a retry's wait, settling, compensation starting, the end), before the next
-//! command is sent; a step that succeeded is followed by the next one at once and saved with
-//! it. A change that needs no answer (a cancellation turning into compensation) is written
-//! before anything is sent. Each step's command carries the same idempotency key on every attempt
+//! command is sent. A step that succeeded and leads straight to the next one is not
+//! written (in the first half of the lease): the row is only read, to check the lease and
+//! take in a cancellation, and the next step is sent; the next save covers both. A change
+//! that needs no answer (a cancellation turning into compensation) is written before
+//! anything is sent. Each step's command carries the same idempotency key on every attempt
 //! and command-service records every answer (voids included), so a worker that dies at any
 //! point, or a save that a database crash loses, leaves a saga that any worker resumes
 //! (once the lease runs out) to the same outcome, without reserving or charging twice.
@@ -95,8 +97,10 @@ impl Worker {
             // (as a permit for `notify_one`, or for this future by `notify_waiters`).
             let work = self.work.clone();
             let notified = work.notified();
+            // The lease runs from the clock reading the claim is made with, at the latest.
+            let claiming = std::time::Instant::now();
             match db::claim(&self.pool, self.owner, self.clock.now(), lease).await {
-                Ok(Some(saga)) => self.drive(saga).await,
+                Ok(Some(saga)) => self.drive(saga, claiming).await,
                 Ok(None) => {
                     tokio::select! {
                         () = notified => {}
@@ -118,10 +122,9 @@ impl Worker {
     /// Runs a claimed saga's steps for as long as they are due. Whatever the saga's saved
     /// deadline says, a claimed step is sent (or voided) before it is judged: a saga taken
     /// over after a crash first asks again.
-    async fn drive(&mut self, mut saga: Saga) {
-        // Steps are chained without a save only in the first half of the lease, so a
-        // worker that stalls cannot run on unchecked for long after its lease is gone.
-        let unchecked_until = std::time::Instant::now() + self.lease / 2;
+    async fn drive(&mut self, mut saga: Saga, claiming: std::time::Instant) {
+        // Steps are chained without a save only in the first half of the lease.
+        let chain_until = claiming + self.lease / 2;
         loop {
             if saga.observe(self.clock.now(), &self.policy) && !self.save(&mut saga, true).await {
                 return;
@@ -190,9 +193,13 @@ impl Worker {
                     SagaState::Running => {}
                 }
             }
-            if saga.moved_on_from(mark, self.clock.now())
-                && std::time::Instant::now() < unchecked_until
+            if saga.moved_on_from(mark, self.clock.now()) && std::time::Instant::now() < chain_until
             {
+                // Not saved, but still checked: the lease is held, and a cancellation the
+                // follower flagged meanwhile is taken in before the next step is sent.
+                if !self.check(&mut saga).await {
+                    return;
+                }
                 continue;
             }
             let acted = matches!(action, Action::Send(_) | Action::Void(_));
@@ -266,6 +273,25 @@ impl Worker {
                 // The lease runs out and the saga is picked up again from its last saved
                 // state; every step redone gets its recorded answer.
                 tracing::warn!(order_id = %saga.order_id, error = %err, "cannot save the saga");
+                false
+            }
+        }
+    }
+
+    /// [`Self::save`] without the write, between steps chained without a save.
+    async fn check(&self, saga: &mut Saga) -> bool {
+        match db::check_leased(&self.pool, saga.order_id, self.owner).await {
+            Ok(Some((cancel_requested, cancel_reason))) => {
+                saga.cancel_requested = cancel_requested;
+                saga.cancel_reason = cancel_reason;
+                true
+            }
+            Ok(None) => {
+                tracing::warn!(order_id = %saga.order_id, "lost the saga's lease; another worker has it");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(order_id = %saga.order_id, error = %err, "cannot check the saga");
                 false
             }
         }

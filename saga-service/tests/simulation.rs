@@ -2,8 +2,8 @@
 //! TigerBeetle's simulators.
 //!
 //! The real state machine (`saga_service::saga`) is driven by simulated workers that do
-//! exactly what `worker.rs` does (claim with a lease, observe, act, record, save unless the
-//! saga only moved on to its next step), against a
+//! exactly what `worker.rs` does (claim with a lease, observe, act, record, save, or only
+//! check the row when the saga just moved on to its next step), against a
 //! simulated command side that keeps the rules command-service keeps: every answer but a
 //! refusal is recorded under the command id, a void and a command race for the id and
 //! exactly one wins, a reused id with other words is ALREADY_EXISTS. A seeded scheduler
@@ -791,7 +791,11 @@ impl Sim {
         }
         let active = matches!(saga.state, SagaState::Running | SagaState::Compensating);
         let keep = active && ms(saga.next_attempt_at) <= self.now;
-        if !unsaved && (!self.save(w, &mut saga, keep) || !keep) {
+        if unsaved {
+            if !self.check_leased(w, &mut saga) {
+                return self.idle(w);
+            }
+        } else if !self.save(w, &mut saga, keep) || !keep {
             return self.idle(w);
         }
         self.workers[w].phase = Phase::Holding(saga);
@@ -826,6 +830,20 @@ impl Sim {
             saga.settling.map(Settling::as_str)
         );
         self.log(line);
+        true
+    }
+
+    /// db::check_leased: the lease and the cancellation flag, without a write.
+    fn check_leased(&mut self, w: usize, saga: &mut Saga) -> bool {
+        let owner = self.workers[w].owner;
+        let order = order_of(saga);
+        let row = &self.db.visible[&order];
+        if row.lease_owner != Some(owner) {
+            self.log(format!("worker {w} lost the lease of saga {order}"));
+            return false;
+        }
+        saga.cancel_requested = row.saga.cancel_requested;
+        saga.cancel_reason = row.saga.cancel_reason.clone();
         true
     }
 

@@ -309,3 +309,59 @@ async fn a_confirmation_that_never_ran_by_its_deadline_is_compensated_in_reverse
         vec!["PaymentRefunded", "StockReleased", "OrderCancelled"]
     );
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_cancellation_during_a_chained_step_is_taken_in_before_the_next_step(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let command = start_command_service(&pool).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    create_product(&mut c, "SKU-1", 5).await;
+    // The reservation's reply is held; lease and attempt are long, so the worker will go
+    // on from the reservation without saving (the chained path) when the reply comes.
+    let proxy = Proxy::start(command.addr, Mode::HoldReplies).await;
+    let mut config = saga_config(&pool, proxy.addr);
+    config.workers = 1;
+    config.lease_ms = 120_000;
+    config.attempt_timeout_ms = 60_000;
+    let saga_service = start_saga_service(config).await;
+    let mut s = SagaServiceClient::new(saga_service.channel().await);
+    let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
+    for _ in 0..500 {
+        if count_events(&pool, "StockReserved", &order_id).await == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(count_events(&pool, "StockReserved", &order_id).await, 1);
+
+    // The customer cancels while the reservation's answer is on its way back.
+    c.cancel_order(pb::CancelOrderRequest {
+        command_id: id(),
+        order_id: order_id.clone(),
+        reason: "changed my mind".into(),
+    })
+    .await
+    .unwrap();
+    let flagged = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT cancel_requested FROM sagas WHERE order_id = $1::uuid",
+        )
+        .bind(&order_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    for _ in 0..500 {
+        if flagged().await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(flagged().await, "the follower flags the saga");
+
+    proxy.set(Mode::Pass);
+    let saga = finished(&mut s, &order_id).await;
+    assert_eq!(saga.state, "compensated", "{saga:#?}");
+    // No payment was asked for once the cancellation was known: nothing to refund.
+    assert_eq!(effects(&pool, &order_id).await, [1, 1, 0, 0, 0, 1]);
+}
