@@ -182,12 +182,15 @@ pub struct BatchWrite<'a> {
     pub products: &'a [&'a ProductView],
     /// Customer summaries to insert or replace.
     pub customers: &'a [&'a CustomerView],
+    /// The tables' generation the batch was folded for, when it must still be the stored
+    /// one (the live projector's, whose in-memory views belong to one generation).
+    pub generation: Option<i64>,
 }
 
 /// Writes a batch in one statement: the checkpoint moves from `from` to `to` (compare and
 /// set) and, only if it did, the rows are inserted or replaced. One statement is one
-/// transaction and one round trip. False when the checkpoint was not at `from` (nothing
-/// is written).
+/// transaction and one round trip. False when the checkpoint was not at `from`, or not of
+/// the batch's generation when it names one (nothing is written).
 pub async fn write_batch(
     conn: &mut PgConnection,
     t: Tables,
@@ -198,6 +201,7 @@ pub async fn write_batch(
            UPDATE projection_checkpoints SET transaction_id = $4, global_position = $5, \
              events_applied = events_applied + $6, unknown_skipped = unknown_skipped + $7, updated_at = now() \
            WHERE projection = $1 AND transaction_id = $2 AND global_position = $3 \
+             AND ($35::bigint IS NULL OR generation = $35) \
            RETURNING 1 \
          ), orders AS ( \
            INSERT INTO {orders} ({ORDER_COLUMNS}) \
@@ -313,6 +317,7 @@ pub async fn write_batch(
                 .map(|c| c.last_order_at)
                 .collect::<Vec<_>>(),
         )
+        .bind(batch.generation)
         .fetch_one(conn)
         .await?;
     Ok(moved == 1)
@@ -335,6 +340,8 @@ pub struct Checkpoint {
     pub last_error: Option<String>,
     /// The event types it reads; `None`: every type.
     pub event_types: Option<Vec<String>>,
+    /// Which generation of the tables it covers: a rebuild's swap bumps it.
+    pub generation: i64,
 }
 
 /// A position from its two columns; a negative one is a corrupt row.
@@ -353,10 +360,11 @@ fn checkpoint_from_row(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
         state: row.try_get("state")?,
         last_error: row.try_get("last_error")?,
         event_types: row.try_get("event_types")?,
+        generation: row.try_get("generation")?,
     })
 }
 
-const CHECKPOINT_COLUMNS: &str = "projection, transaction_id, global_position, events_applied, unknown_skipped, state, last_error, event_types";
+const CHECKPOINT_COLUMNS: &str = "projection, transaction_id, global_position, events_applied, unknown_skipped, state, last_error, event_types, generation";
 
 /// A projection's checkpoint, created at the start of the log if missing.
 pub async fn checkpoint(
@@ -415,6 +423,21 @@ pub async fn stored_position_on(
     .fetch_optional(conn)
     .await?;
     row.map(|(tx, pos)| position(tx, pos)).transpose()
+}
+
+/// [`stored_position_on`] with the tables' generation (see [`Checkpoint::generation`]).
+pub async fn stored_mark_on(
+    conn: &mut PgConnection,
+    projection: &str,
+) -> Result<Option<(Position, i64)>, sqlx::Error> {
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id, global_position, generation FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|(tx, pos, generation)| Ok((position(tx, pos)?, generation)))
+        .transpose()
 }
 
 /// Records a projection's state (and error), outside any batch.
@@ -739,7 +762,8 @@ pub async fn hand_over_checkpoint(
     sqlx::query(
         "UPDATE projection_checkpoints AS live SET transaction_id = s.transaction_id, \
            global_position = s.global_position, events_applied = s.events_applied, \
-           unknown_skipped = s.unknown_skipped, state = 'running', last_error = NULL, updated_at = now() \
+           unknown_skipped = s.unknown_skipped, state = 'running', last_error = NULL, updated_at = now(), \
+           generation = live.generation + 1 \
          FROM projection_checkpoints AS s WHERE live.projection = $2 AND s.projection = $1",
     )
     .bind(from)

@@ -125,21 +125,32 @@ pub fn decode_batch(batch: &[RecordedEvent]) -> Result<DecodedBatch, BatchError>
     })
 }
 
+/// The live projector's in-memory order views, and the generation of the tables whose
+/// rows they equal (see [`db::Checkpoint::generation`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Live<'a> {
+    /// Views equal to the rows of the tables of `generation`.
+    pub views: &'a OrderViews,
+    /// The generation they belong to.
+    pub generation: i64,
+}
+
 /// Applies `batch` (which follows `from` in the log) to `tables` and moves the checkpoint
 /// of `projection` from `from` to the batch's last position, all in one statement.
 ///
-/// `known` holds order views equal to the rows in `tables` (the leader's in-memory views),
-/// so those orders are not read again; pass `None` to read every order the batch touches.
+/// With `live`, orders held in its views are not read again, and the batch is written only
+/// if the stored generation is still its generation; with `None`, every order the batch
+/// touches is read from `tables`.
 pub async fn apply_batch(
     conn: &mut PgConnection,
     tables: Tables,
     projection: &str,
     from: Position,
     batch: &[RecordedEvent],
-    known: Option<&OrderViews>,
+    live: Option<Live<'_>>,
 ) -> Result<Applied, BatchError> {
     let decoded = decode_batch(batch)?;
-    apply_decoded(conn, tables, projection, from, &decoded, known).await
+    apply_decoded(conn, tables, projection, from, &decoded, live).await
 }
 
 /// [`apply_batch`] for a batch decoded already (a rebuild decodes while it writes).
@@ -149,7 +160,7 @@ pub async fn apply_decoded(
     projection: &str,
     from: Position,
     batch: &DecodedBatch,
-    known: Option<&OrderViews>,
+    live: Option<Live<'_>>,
 ) -> Result<Applied, BatchError> {
     let Some(last) = batch.last else {
         return Ok(Applied {
@@ -180,8 +191,8 @@ pub async fn apply_decoded(
     }
     let mut model = ReadModel::default();
     let mut order_ids: Vec<Uuid> = order_ids.difference(&new_orders).copied().collect();
-    if let Some(known) = known {
-        order_ids.retain(|id| match known.get(*id) {
+    if let Some(live) = live {
+        order_ids.retain(|id| match live.views.get(*id) {
             Some(view) => {
                 customer_ids.insert(view.customer_id);
                 model.orders.insert(*id, OrderView::clone(&view));
@@ -223,6 +234,7 @@ pub async fn apply_decoded(
         orders: &orders,
         products: &products,
         customers: &customers,
+        generation: live.map(|l| l.generation),
     };
     if !db::write_batch(conn, tables, &write).await? {
         return Err(BatchError::CheckpointMoved);
@@ -469,13 +481,15 @@ async fn lead(
     state: &ProjectionState,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Lead {
-    let mut checkpoint = match db::checkpoint(conn, READ_MODELS, "running").await {
+    // The views are empty now (a change of leadership empties them), so whatever they
+    // hold from here on comes from the tables of this generation.
+    let (mut checkpoint, generation) = match db::checkpoint(conn, READ_MODELS, "running").await {
         Ok(c) => {
             if c.state != "running" {
                 // A new leader retries whatever stopped the last one.
                 let _ = db::set_state(pool, READ_MODELS, "running", None).await;
             }
-            c.position
+            (c.position, c.generation)
         }
         Err(err) => {
             tracing::warn!(error = %err, "cannot read the projection checkpoint");
@@ -493,9 +507,11 @@ async fn lead(
         }
     };
     // Once a second the leader checks that its lock connection lives and that the stored
-    // checkpoint is the one it holds in memory. A rebuild's swap, or a database crash that
-    // lost its last unflushed batches, moves the stored one: the leader then steps down,
-    // which empties its in-memory views, and starts again from the stored checkpoint.
+    // checkpoint is the one it holds in memory. A rebuild's swap (which bumps the
+    // generation, whatever position it hands over), or a database crash that lost its last
+    // unflushed batches, changes the stored one: the leader then steps down, which empties
+    // its in-memory views, and starts again from the stored checkpoint. A batch written in
+    // between fails its compare-and-set the same way.
     let mut check = tokio::time::interval(Duration::from_secs(1));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -505,8 +521,8 @@ async fn lead(
             _ = shutdown.wait_for(|s| *s) => return Lead::Shutdown,
         };
         let Some(batch) = batch else {
-            match db::stored_position_on(conn, READ_MODELS).await {
-                Ok(Some(stored)) if stored == checkpoint => continue,
+            match db::stored_mark_on(conn, READ_MODELS).await {
+                Ok(Some(stored)) if stored == (checkpoint, generation) => continue,
                 Ok(_) => tracing::info!("the stored checkpoint moved; reloading it"),
                 Err(err) => tracing::warn!(error = %err, "lost the projector's connection"),
             }
@@ -520,8 +536,11 @@ async fn lead(
             }
         };
         let started = std::time::Instant::now();
-        let known = Some(&state.views);
-        match apply_batch(conn, db::LIVE, READ_MODELS, checkpoint, &batch, known).await {
+        let live = Live {
+            views: &state.views,
+            generation,
+        };
+        match apply_batch(conn, db::LIVE, READ_MODELS, checkpoint, &batch, Some(live)).await {
             Ok(applied) => {
                 metrics::histogram!("projection_batch_seconds", "projection" => READ_MODELS)
                     .record(started.elapsed().as_secs_f64());

@@ -7,8 +7,9 @@
 //!    shadow's secondary indexes (one pass each is cheaper than keeping them up to date).
 //! 3. One transaction: lock the live tables (the live projector and readers wait), apply
 //!    what arrived since, swap the tables, hand the shadow checkpoint to the live
-//!    projection. The live projector's next batch finds its checkpoint moved, reloads it and
-//!    goes on from where the rebuild ended.
+//!    projection with the next generation. The live projector's next batch (or its check
+//!    once a second) finds its checkpoint changed, even at the same position: it empties its
+//!    in-memory views, reloads the checkpoint and goes on from where the rebuild ended.
 
 use std::time::Instant;
 
