@@ -432,15 +432,16 @@ pub async fn closed(
         per_s(refused),
     );
     let commands_rate = figure.rate;
+    let target = if clients == 64 {
+        "≥ 0.5 × baseline"
+    } else {
+        ""
+    };
     rows.push(Row::new(
         format!("lifecycle mix, {clients} clients: commands/s ({by_type})"),
         figure,
         Some(("pgbench one-row INSERT, same clients", insert.clone())),
-        if clients == 64 {
-            "≥ 0.5 × baseline"
-        } else {
-            ""
-        },
+        target,
     ));
     rows.push(Row::new(
         format!(
@@ -448,11 +449,7 @@ pub async fn closed(
         ),
         count_stats(recorded, recorded_window),
         Some(("pgbench one-row INSERT, same clients", insert)),
-        if clients == 64 {
-            "≥ 0.5 × baseline"
-        } else {
-            ""
-        },
+        target,
     ));
     let confirmed_stats = count_stats(confirmed, steady);
     let confirmed_rate = confirmed_stats.rate;

@@ -408,24 +408,13 @@ pub async fn stored_position(
     projection: &str,
 ) -> Result<Option<Position>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    stored_position_on(&mut conn, projection).await
+    Ok(stored_mark_on(&mut conn, projection)
+        .await?
+        .map(|(position, _)| position))
 }
 
-/// [`stored_position`] on a connection of the caller's.
-pub async fn stored_position_on(
-    conn: &mut PgConnection,
-    projection: &str,
-) -> Result<Option<Position>, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT transaction_id, global_position FROM projection_checkpoints WHERE projection = $1",
-    )
-    .bind(projection)
-    .fetch_optional(conn)
-    .await?;
-    row.map(|(tx, pos)| position(tx, pos)).transpose()
-}
-
-/// [`stored_position_on`] with the tables' generation (see [`Checkpoint::generation`]).
+/// The position a projection has reached and the tables' generation it covers (see
+/// [`Checkpoint::generation`]), as stored, on a connection of the caller's.
 pub async fn stored_mark_on(
     conn: &mut PgConnection,
     projection: &str,

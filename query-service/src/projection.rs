@@ -481,8 +481,6 @@ async fn lead(
     state: &ProjectionState,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Lead {
-    // The views are empty now (a change of leadership empties them), so whatever they
-    // hold from here on comes from the tables of this generation.
     let (mut checkpoint, generation) = match db::checkpoint(conn, READ_MODELS, "running").await {
         Ok(c) => {
             if c.state != "running" {
@@ -496,6 +494,10 @@ async fn lead(
             return Lead::Retry;
         }
     };
+    // Emptied once the generation is known: a read from the table begun before this is
+    // not kept (see OrderViews), so the views hold rows of this generation's tables, or of
+    // a later one, which the next batch's compare-and-set refuses.
+    state.views.clear();
     state.advance_to(checkpoint);
     let mut subscription = match Subscription::start(store.clone(), checkpoint).await {
         Ok(s) => s

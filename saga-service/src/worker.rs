@@ -259,42 +259,14 @@ impl Worker {
     /// Saves the saga if this worker still holds its lease, and takes in a cancellation
     /// the follower flagged meanwhile. False when the worker must let the saga go.
     async fn save(&self, saga: &mut Saga, keep_lease: bool) -> bool {
-        match db::save_leased(&self.pool, saga, self.owner, keep_lease).await {
-            Ok(Some((cancel_requested, cancel_reason))) => {
-                saga.cancel_requested = cancel_requested;
-                saga.cancel_reason = cancel_reason;
-                true
-            }
-            Ok(None) => {
-                tracing::warn!(order_id = %saga.order_id, "lost the saga's lease; another worker has it");
-                false
-            }
-            Err(err) => {
-                // The lease runs out and the saga is picked up again from its last saved
-                // state; every step redone gets its recorded answer.
-                tracing::warn!(order_id = %saga.order_id, error = %err, "cannot save the saga");
-                false
-            }
-        }
+        let stored = db::save_leased(&self.pool, saga, self.owner, keep_lease).await;
+        take_in(saga, stored, "save")
     }
 
     /// [`Self::save`] without the write, between steps chained without a save.
     async fn check(&self, saga: &mut Saga) -> bool {
-        match db::check_leased(&self.pool, saga.order_id, self.owner).await {
-            Ok(Some((cancel_requested, cancel_reason))) => {
-                saga.cancel_requested = cancel_requested;
-                saga.cancel_reason = cancel_reason;
-                true
-            }
-            Ok(None) => {
-                tracing::warn!(order_id = %saga.order_id, "lost the saga's lease; another worker has it");
-                false
-            }
-            Err(err) => {
-                tracing::warn!(order_id = %saga.order_id, error = %err, "cannot check the saga");
-                false
-            }
-        }
+        let stored = db::check_leased(&self.pool, saga.order_id, self.owner).await;
+        take_in(saga, stored, "check")
     }
 
     async fn failpoint(&self, step: Step) {
@@ -315,6 +287,32 @@ impl Worker {
 }
 
 /// The span of one call a saga makes: a child of the trace that placed its order.
+/// Takes in what a save or a check of the saga's row found: the stored cancellation
+/// request while the lease is held. False when the worker must let the saga go: the lease
+/// was lost, or the database failed (the lease then runs out and the saga is picked up
+/// again from its last saved state; every step redone gets its recorded answer).
+fn take_in(
+    saga: &mut Saga,
+    stored: Result<Option<(bool, Option<String>)>, sqlx::Error>,
+    what: &str,
+) -> bool {
+    match stored {
+        Ok(Some((cancel_requested, cancel_reason))) => {
+            saga.cancel_requested = cancel_requested;
+            saga.cancel_reason = cancel_reason;
+            true
+        }
+        Ok(None) => {
+            tracing::warn!(order_id = %saga.order_id, "lost the saga's lease; another worker has it");
+            false
+        }
+        Err(err) => {
+            tracing::warn!(order_id = %saga.order_id, error = %err, "cannot {what} the saga");
+            false
+        }
+    }
+}
+
 fn step_span(saga: &Saga, step: &str) -> tracing::Span {
     let span = tracing::info_span!("saga.step", otel.name = %format!("saga {step}"), order_id = %saga.order_id, step);
     if let Some(parent) = &saga.trace_parent {

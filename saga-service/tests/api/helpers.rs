@@ -173,6 +173,21 @@ pub async fn count_events(pool: &PgPool, event_type: &str, order_id: &str) -> i6
     .unwrap()
 }
 
+/// Waits until the log holds `n` events of a type for an order.
+pub async fn wait_for_events(pool: &PgPool, event_type: &str, order_id: &str, n: i64) {
+    for _ in 0..600 {
+        if count_events(pool, event_type, order_id).await >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        count_events(pool, event_type, order_id).await,
+        n,
+        "{event_type} of {order_id}"
+    );
+}
+
 /// The order as query-service shows it once it has caught up with the saga's last write.
 pub async fn order_view(q: &mut Queries, pool: &PgPool, order_id: &str) -> pb::OrderView {
     let (tx, pos): (i64, i64) =

@@ -141,16 +141,12 @@ async fn a_worker_killed_between_the_answer_and_the_save_is_resumed_past_its_dea
     });
     let first = start_saga_service(config).await;
     let order_id = place_order(&mut c, &[("SKU-1", 1)], "card").await;
-    for _ in 0..400 {
-        if count_events(&pool, "PaymentAuthorized", &order_id).await == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(count_events(&pool, "PaymentAuthorized", &order_id).await, 1);
+    wait_for_events(&pool, "PaymentAuthorized", &order_id, 1).await;
     first.kill();
-    // Its lease (1 s) outlives the step's deadline (300 ms): the replacement finds the
-    // deadline passed, asks again first, and gets the recorded answer.
+    // Its lease (1 s) outlives the steps' deadlines (300 ms). The reservation led straight
+    // on to the authorisation, unsaved, so the replacement finds the saga at its
+    // reservation, long past its deadline: it asks again for each step before judging it,
+    // and gets the recorded answers.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let replacement = start_saga_service(impatient(&pool, command.addr)).await;
     let mut s = SagaServiceClient::new(replacement.channel().await);
@@ -326,13 +322,7 @@ async fn a_cancellation_during_a_chained_step_is_taken_in_before_the_next_step(p
     let saga_service = start_saga_service(config).await;
     let mut s = SagaServiceClient::new(saga_service.channel().await);
     let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
-    for _ in 0..500 {
-        if count_events(&pool, "StockReserved", &order_id).await == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(count_events(&pool, "StockReserved", &order_id).await, 1);
+    wait_for_events(&pool, "StockReserved", &order_id, 1).await;
 
     // The customer cancels while the reservation's answer is on its way back.
     c.cancel_order(pb::CancelOrderRequest {
