@@ -14,6 +14,7 @@ use crate::{
     db,
     edge::{self, Fields},
     projection::ProjectionState,
+    reads::OrderReads,
     status,
 };
 
@@ -22,6 +23,7 @@ pub struct QueryApi {
     pool: PgPool,
     store: PostgresEventStore,
     state: Arc<ProjectionState>,
+    reads: OrderReads,
     shutdown: watch::Receiver<bool>,
     max_watch_streams: usize,
 }
@@ -36,6 +38,7 @@ impl QueryApi {
         max_watch_streams: usize,
     ) -> Self {
         Self {
+            reads: OrderReads::start(pool.clone()),
             pool,
             store,
             state,
@@ -86,10 +89,11 @@ fn store_error(err: event_store::Error) -> Status {
 }
 
 /// An order's view: from memory on the projecting instance when it is there (see
-/// [`crate::views`]), else from the table (and then kept in memory, on the leader).
+/// [`crate::views`]), else from the table, in a query shared with the other reads asked
+/// meanwhile (see [`crate::reads`]), and then kept in memory, on the leader.
 async fn order_view(
     state: &ProjectionState,
-    pool: &PgPool,
+    reads: &OrderReads,
     id: uuid::Uuid,
 ) -> Result<Option<Arc<crate::model::OrderView>>, Status> {
     let leader = state.is_leader();
@@ -98,10 +102,9 @@ async fn order_view(
         return Ok(Some(order));
     }
     let epoch = views.epoch();
-    let Some(order) = db::get_order(pool, id).await.map_err(db_error)? else {
+    let Some(order) = reads.get(id).await? else {
         return Ok(None);
     };
-    let order = Arc::new(order);
     if leader {
         views.add_read(epoch, order.clone());
     }
@@ -227,7 +230,7 @@ impl QueryService for QueryApi {
         let token = f.token("consistency_token", &r.consistency_token);
         let (id, token) = f.finish(|| Some((id?, token?)))?;
         self.reach(token, wait).await?;
-        let order = order_view(&self.state, &self.pool, id)
+        let order = order_view(&self.state, &self.reads, id)
             .await?
             .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
         Ok(Response::new(pb::GetOrderResponse {
@@ -399,7 +402,7 @@ impl QueryService for QueryApi {
             ))
         })?;
         self.reach(token, wait).await?;
-        let first = order_view(&self.state, &self.pool, id)
+        let first = order_view(&self.state, &self.reads, id)
             .await?
             .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
 

@@ -2,7 +2,8 @@
 //!
 //! A [`projection`] follows the event log into read-model tables ([`db`]), folding events
 //! with the pure [`model`]; the gRPC API ([`grpc`], parsing in [`edge`]) serves those tables,
-//! waiting for a consistency token when asked. [`rebuild`] replays the whole log into fresh
+//! waiting for a consistency token when asked; concurrent point reads share a query
+//! ([`reads`]). [`rebuild`] replays the whole log into fresh
 //! tables and swaps them in without stopping queries.
 
 pub mod db;
@@ -10,6 +11,7 @@ pub mod edge;
 pub mod grpc;
 pub mod model;
 pub mod projection;
+pub mod reads;
 pub mod rebuild;
 pub mod status;
 pub mod views;

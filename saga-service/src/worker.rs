@@ -286,7 +286,6 @@ impl Worker {
     }
 }
 
-/// The span of one call a saga makes: a child of the trace that placed its order.
 /// Takes in what a save or a check of the saga's row found: the stored cancellation
 /// request while the lease is held. False when the worker must let the saga go: the lease
 /// was lost, or the database failed (the lease then runs out and the saga is picked up
@@ -313,6 +312,7 @@ fn take_in(
     }
 }
 
+/// The span of one call a saga makes: a child of the trace that placed its order.
 fn step_span(saga: &Saga, step: &str) -> tracing::Span {
     let span = tracing::info_span!("saga.step", otel.name = %format!("saga {step}"), order_id = %saga.order_id, step);
     if let Some(parent) = &saga.trace_parent {

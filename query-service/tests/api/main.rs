@@ -7,6 +7,7 @@ mod consistency;
 mod errors;
 mod helpers;
 mod process;
+mod reads;
 mod rebuild;
 mod replica;
 mod resilience;

@@ -31,13 +31,14 @@ const SECONDS_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-/// Batch-size buckets (commands or events per statement).
+/// Batch-size buckets (commands, events or reads per statement).
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 /// The histograms that count things rather than time.
-pub const SIZE_HISTOGRAMS: [&str; 2] = [
+pub const SIZE_HISTOGRAMS: [&str; 3] = [
     "event_store_group_commit_commands",
     "event_store_group_commit_events",
+    "query_order_reads_per_query",
 ];
 
 /// Installs the process-wide recorder once and returns its handle (several services in
@@ -199,6 +200,10 @@ fn describe() {
         "query_consistency_wait_seconds",
         Unit::Seconds,
         "How long a read waited for its consistency token."
+    );
+    describe_histogram!(
+        "query_order_reads_per_query",
+        "GetOrder reads of the table answered by one query (concurrent reads share one)."
     );
     // saga-service.
     describe_gauge!("sagas", "Sagas in each state.");
