@@ -119,6 +119,25 @@ pub async fn load_orders(
         .collect()
 }
 
+/// One row of [`read_orders`]: the order's id and its view, or why the row cannot be read.
+pub type OrderRow = (Uuid, Result<OrderView, sqlx::Error>);
+
+/// The orders with these ids from the live table, each decoded on its own: a row that
+/// cannot be read fails its own order, not the others read with it.
+pub async fn read_orders(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<OrderRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM {} WHERE order_id = ANY($1)",
+        LIVE.orders
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("order_id")?, order_from_row(row))))
+        .collect()
+}
+
 /// Loads the products with these SKUs.
 pub async fn load_products(
     conn: &mut PgConnection,
@@ -498,18 +517,6 @@ pub async fn event_at_or_before(pool: &PgPool, position: Position) -> Result<i64
     .fetch_optional(pool)
     .await?;
     Ok(found.unwrap_or(0))
-}
-
-/// One order.
-pub async fn get_order(pool: &PgPool, id: Uuid) -> Result<Option<OrderView>, sqlx::Error> {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM read_orders WHERE order_id = $1");
-    sqlx::query(AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .as_ref()
-        .map(order_from_row)
-        .transpose()
 }
 
 /// Where a page of orders starts: after this (created_at, order_id), newest first.

@@ -118,7 +118,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchOrderResponse, Stat
 /// The task ends when the order is final, the client goes away (the receiver is dropped) or
 /// the service shuts down; it holds no database connection between reads.
 struct OrderWatch {
-    pool: PgPool,
+    reads: OrderReads,
     store: PostgresEventStore,
     state: Arc<ProjectionState>,
     order_id: uuid::Uuid,
@@ -197,13 +197,12 @@ impl OrderWatch {
                 }
             }
         }
-        if let Some(row) = db::get_order(&self.pool, self.order_id)
-            .await
-            .map_err(db_error)?
+        // The row, in a query shared with the other watches and reads asked meanwhile.
+        if let Some(row) = self.reads.get(self.order_id).await?
             && row.version == self.last.version
-            && row != self.last
+            && *row != self.last
         {
-            self.last = row;
+            self.last = row.as_ref().clone();
             self.send().await;
         }
         Ok(())
@@ -408,7 +407,7 @@ impl QueryService for QueryApi {
 
         let (tx, rx) = mpsc::channel(16);
         let watch = OrderWatch {
-            pool: self.pool.clone(),
+            reads: self.reads.clone(),
             store: self.store.clone(),
             state: self.state.clone(),
             order_id: id,

@@ -2,8 +2,8 @@
 //!
 //! A [`projection`] follows the event log into read-model tables ([`db`]), folding events
 //! with the pure [`model`]; the gRPC API ([`grpc`], parsing in [`edge`]) serves those tables,
-//! waiting for a consistency token when asked; concurrent point reads share a query
-//! ([`reads`]). [`rebuild`] replays the whole log into fresh
+//! waiting for a consistency token when asked; point reads of orders that miss memory share
+//! a query ([`reads`]). [`rebuild`] replays the whole log into fresh
 //! tables and swaps them in without stopping queries.
 
 pub mod db;

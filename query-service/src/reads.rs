@@ -1,17 +1,23 @@
-//! Point reads of orders from the table, batched: the `GetOrder` calls that miss the
-//! in-memory views while a read is in flight share the next `WHERE order_id = ANY($1)`
-//! query.
+//! Point reads of orders from the table, batched: `GetOrder` calls that miss the
+//! in-memory views, and WatchOrder's checks of the row, share one
+//! `WHERE order_id = ANY($1)` query with the reads asked while the previous one was in
+//! flight.
 //!
 //! Like the event store's group commit, it waits for nothing: one query is in flight at a
-//! time, and a read asked while none is leaves at once; the reads asked meanwhile gather
-//! and leave together as soon as it returns. On this machine most of a point read's cost
-//! is the round trip (a send to PostgreSQL and the wake-ups on both sides), so sharing it
-//! is what lets the service keep pace with `pgbench` reading the same table directly.
+//! time, a read asked while none is leaves at once, and the reads asked meanwhile (up to
+//! [`MAX_BATCH`] a query; more wait for the next) leave together as soon as it returns. On
+//! this machine most of a point read's cost is the round trip (a send to PostgreSQL and
+//! the wake-ups on both sides), so sharing it is what lets the service keep pace with
+//! `pgbench` reading the same table directly.
 //!
 //! A read only ever joins a query not yet sent, so it sees everything committed before it
 //! was asked: a consistency token reached before asking stays reached.
+//!
+//! A database that stalls holds this one query, and one connection, until it answers or
+//! PostgreSQL's `statement_timeout` (30 s) ends it; callers stop waiting at their own
+//! deadline, and the reads they leave behind are not sent.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use service_runtime::edge::database_status;
 use sqlx::PgPool;
@@ -22,11 +28,7 @@ use uuid::Uuid;
 use crate::{db, model::OrderView};
 
 /// The most reads one query carries.
-const MAX_BATCH: usize = 64;
-
-/// How long one query may take before its reads are answered UNAVAILABLE, so a database
-/// that stalls holds up the reads behind it for no longer than this.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_BATCH: usize = 64;
 
 type Answer = Result<Option<Arc<OrderView>>, Status>;
 
@@ -78,35 +80,24 @@ async fn run(pool: PgPool, mut asks: mpsc::UnboundedReceiver<Ask>) {
 async fn answer(pool: &PgPool, batch: &mut Vec<Ask>) {
     let ids: Vec<Uuid> = batch.iter().map(|ask| ask.id).collect();
     metrics::histogram!("query_order_reads_per_query").record(ids.len() as f64);
-    let query = async {
-        let mut conn = pool.acquire().await?;
-        db::load_orders(&mut conn, db::LIVE, &ids).await
-    };
-    let loaded = match tokio::time::timeout(QUERY_TIMEOUT, query).await {
-        Ok(Ok(views)) => Ok(views),
-        Ok(Err(err)) => Err(database_status(err)),
-        Err(_) => {
-            tracing::warn!(
-                reads = ids.len(),
-                "an order read took longer than {QUERY_TIMEOUT:?}"
-            );
-            Err(Status::unavailable(
-                "the database did not answer in time; retry later",
-            ))
-        }
-    };
-    match loaded {
-        Ok(views) => {
-            let found: HashMap<Uuid, Arc<OrderView>> = views
+    match db::read_orders(pool, &ids).await {
+        Ok(rows) => {
+            let found: HashMap<Uuid, Answer> = rows
                 .into_iter()
-                .map(|view| (view.order_id, Arc::new(view)))
+                .map(|(id, view)| (id, view.map(|v| Some(Arc::new(v))).map_err(database_status)))
                 .collect();
             for ask in batch.drain(..) {
-                let _ = ask.reply.send(Ok(found.get(&ask.id).cloned()));
+                // The same id asked twice gets the same answer.
+                let answer = match found.get(&ask.id) {
+                    Some(answer) => answer.clone(),
+                    None => Ok(None),
+                };
+                let _ = ask.reply.send(answer);
             }
         }
         // The failure is logged once for the query; every read in it gets the same status.
-        Err(status) => {
+        Err(err) => {
+            let status = database_status(err);
             for ask in batch.drain(..) {
                 let _ = ask.reply.send(Err(status.clone()));
             }
