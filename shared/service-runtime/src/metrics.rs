@@ -203,7 +203,7 @@ fn describe() {
     );
     describe_histogram!(
         "query_order_reads_per_query",
-        "GetOrder reads of the table answered by one query (concurrent reads share one)."
+        "Reads of an order's row (GetOrder misses, WatchOrder checks) answered by one query."
     );
     // saga-service.
     describe_gauge!("sagas", "Sagas in each state.");
