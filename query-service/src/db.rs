@@ -97,7 +97,24 @@ fn customer_from_row(row: &PgRow) -> Result<CustomerView, sqlx::Error> {
     })
 }
 
-/// Loads the orders with these ids.
+/// The rows of the orders with these ids.
+async fn order_rows<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    t: Tables,
+    ids: &[Uuid],
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM {} WHERE order_id = ANY($1)",
+        t.orders
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
+/// Loads the orders with these ids (for the projector: a row that cannot be read fails
+/// the batch).
 pub async fn load_orders(
     conn: &mut PgConnection,
     t: Tables,
@@ -106,13 +123,7 @@ pub async fn load_orders(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT {ORDER_COLUMNS} FROM {} WHERE order_id = ANY($1)",
-        t.orders
-    );
-    sqlx::query(AssertSqlSafe(sql))
-        .bind(ids)
-        .fetch_all(conn)
+    order_rows(conn, t, ids)
         .await?
         .iter()
         .map(order_from_row)
@@ -125,13 +136,7 @@ pub type OrderRow = (Uuid, Result<OrderView, sqlx::Error>);
 /// The orders with these ids from the live table, each decoded on its own: a row that
 /// cannot be read fails its own order, not the others read with it.
 pub async fn read_orders(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<OrderRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {ORDER_COLUMNS} FROM {} WHERE order_id = ANY($1)",
-        LIVE.orders
-    );
-    sqlx::query(AssertSqlSafe(sql))
-        .bind(ids)
-        .fetch_all(pool)
+    order_rows(pool, LIVE, ids)
         .await?
         .iter()
         .map(|row| Ok((row.try_get("order_id")?, order_from_row(row))))

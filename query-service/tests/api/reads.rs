@@ -58,17 +58,9 @@ async fn read(mut q: Queries, order_id: String) -> Result<pb::OrderView, tonic::
 /// process's, so another test's reads may add to it, never take from it.
 fn queries_of_more_than_16_reads() -> f64 {
     let text = service_runtime::metrics::recorder().render();
-    let bucket = |le: &str| {
-        text.lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "query_order_reads_per_query_bucket{{le=\"{le}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    bucket("+Inf") - bucket("16")
+    let bucket =
+        |le: &str| test_support::metric_value(&text, "query_order_reads_per_query_bucket", &[le]);
+    bucket("le=\"+Inf\"") - bucket("le=\"16\"")
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

@@ -30,16 +30,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     response
 }
 
-/// The sum of a metric's samples whose labels include every `label`.
-fn value(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.split(['{', ' ']).next() == Some(name) && labels.iter().all(|l| line.contains(l))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use test_support::metric_value as value;
 
 async fn eventually(addr: std::net::SocketAddr, check: impl Fn(&str) -> bool) -> String {
     let mut text = String::new();

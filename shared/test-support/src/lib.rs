@@ -143,3 +143,15 @@ impl Running {
         self.task.abort();
     }
 }
+
+/// The sum of a metric's samples, in Prometheus' text format, whose labels include every
+/// `label` (written as in the text: `le="16"`).
+pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.split(['{', ' ']).next() == Some(name) && labels.iter().all(|l| line.contains(l))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
