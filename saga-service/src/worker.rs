@@ -5,7 +5,11 @@
 //! (a failure, a retry's wait, settling, compensation starting, the end), before the next
 //! command is sent. A step that succeeded and leads straight to the next one is not
 //! written (in the first half of the lease): the row is only read, to check the lease and
-//! take in a cancellation, and the next step is sent; the next save covers both. A change
+//! take in a cancellation, and the next step is sent; the next save covers both. The read
+//! goes before a step whose effect would need undoing (stock, money), so nothing is
+//! reserved or authorised once a cancellation is known; beside a step with nothing to undo
+//! (confirming, compensating), taken in once its answer is recorded, as if the
+//! cancellation had come just after the send. A change
 //! that needs no answer (a cancellation turning into compensation) is written before
 //! anything is sent. Each step's command carries the same idempotency key on every attempt
 //! and command-service records every answer (voids included), so a worker that dies at any
@@ -125,7 +129,18 @@ impl Worker {
     async fn drive(&mut self, mut saga: Saga, claiming: std::time::Instant) {
         // Steps are chained without a save only in the first half of the lease.
         let chain_until = claiming + self.lease / 2;
+        // Set when the saga went on unsaved: its row is read beside the next send.
+        let mut unchecked = false;
         loop {
+            // Read before anything but a send with nothing to undo, which reads beside.
+            if unchecked
+                && !matches!(saga.next_action(self.clock.now()), Action::Send(step) if step.undo().is_none())
+            {
+                unchecked = false;
+                if !self.check(&mut saga).await {
+                    return;
+                }
+            }
             if saga.observe(self.clock.now(), &self.policy) && !self.save(&mut saga, true).await {
                 return;
             }
@@ -137,9 +152,16 @@ impl Worker {
                 Action::Send(step) => {
                     let timeout = self.attempt_timeout(&saga, step, now);
                     let started = std::time::Instant::now();
-                    let result = steps::send(&mut self.client, &saga, step, timeout)
-                        .instrument(step_span(&saga, step.as_str()))
-                        .await;
+                    let send = steps::send(&mut self.client, &saga, step, timeout)
+                        .instrument(step_span(&saga, step.as_str()));
+                    // The row read beside the send costs the step no round trip of its own.
+                    let (result, stored) = if std::mem::take(&mut unchecked) {
+                        let check = db::check_leased(&self.pool, saga.order_id, self.owner);
+                        let (result, stored) = tokio::join!(send, check);
+                        (result, Some(stored))
+                    } else {
+                        (send.await, None)
+                    };
                     tracing::debug!(order_id = %saga.order_id, step = step.as_str(), ?result, "saga step");
                     let outcome = match &result {
                         StepResult::Succeeded => "succeeded",
@@ -158,6 +180,13 @@ impl Worker {
                     if before.1.is_none() && saga.settling.is_some() && outcome == "transient" {
                         metrics::counter!("saga_deadline_expiries_total", "step" => step.as_str())
                             .increment(1);
+                    }
+                    // A lost lease lets the saga go without saving the answer (whoever holds
+                    // it now gets the same recorded answer); a cancellation is acted on next.
+                    if let Some(stored) = stored
+                        && !take_in(&mut saga, stored, "check")
+                    {
+                        return;
                     }
                 }
                 Action::Void(step) => {
@@ -195,11 +224,9 @@ impl Worker {
             }
             if saga.moved_on_from(mark, self.clock.now()) && std::time::Instant::now() < chain_until
             {
-                // Not saved, but still checked: the lease is held, and a cancellation the
-                // follower flagged meanwhile is taken in before the next step is sent.
-                if !self.check(&mut saga).await {
-                    return;
-                }
+                // Not saved, but still checked, before or beside the next send: that the
+                // lease is held, and whether the follower flagged a cancellation meanwhile.
+                unchecked = true;
                 continue;
             }
             let acted = matches!(action, Action::Send(_) | Action::Void(_));

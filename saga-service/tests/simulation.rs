@@ -343,14 +343,32 @@ struct Db {
 #[derive(Debug)]
 enum Phase {
     Idle,
-    /// Holding a claimed saga, about to observe and act.
-    Holding(Saga),
+    /// Holding a claimed saga, about to observe and act; `unchecked` when it went on
+    /// unsaved, so its row is read beside the next send.
+    Holding {
+        saga: Saga,
+        unchecked: bool,
+    },
     /// Waiting for the answer to request `id` (or its timeout).
     Awaiting {
         saga: Saga,
         action: Action,
         id: u64,
+        beside: Beside,
     },
+}
+
+/// The row read beside a send (db::check_leased), as worker.rs does after a step that only
+/// moved the saga on, when the next step has nothing to undo: read when the request goes
+/// out or when its answer comes back (the read and the send race), taken in once the
+/// answer is recorded.
+#[derive(Debug)]
+enum Beside {
+    Nothing,
+    /// Read when the request went out: the cancellation flag, or `None` if the lease was lost.
+    Read(Option<(bool, Option<String>)>),
+    /// To be read when the answer comes back.
+    AtAnswer,
 }
 
 struct Worker {
@@ -678,7 +696,10 @@ impl Sim {
                     self.workers[w].unchecked_until = now + LEASE_MS / 2;
                     let saga = row.saga.clone();
                     self.log(format!("worker {w} claims saga {order}"));
-                    self.workers[w].phase = Phase::Holding(saga);
+                    self.workers[w].phase = Phase::Holding {
+                        saga,
+                        unchecked: false,
+                    };
                     let delay = self.rng.below(3);
                     self.schedule(delay, Event::WorkerTick(w));
                 } else {
@@ -686,12 +707,28 @@ impl Sim {
                     self.schedule(delay, Event::WorkerTick(w));
                 }
             }
-            Phase::Holding(mut saga) => {
+            Phase::Holding {
+                mut saga,
+                unchecked,
+            } => {
                 let now = at(self.now);
+                // The row is read beside a send with nothing to undo, before anything else.
+                let beside_send = unchecked
+                    && matches!(saga.next_action(now), Action::Send(step) if step.undo().is_none());
+                if unchecked && !beside_send && !self.check_leased(w, &mut saga) {
+                    return self.idle(w);
+                }
                 if saga.observe(now, &self.policy) && !self.save(w, &mut saga, true) {
                     return self.idle(w);
                 }
                 let action = saga.next_action(now);
+                let beside = match (beside_send, action) {
+                    (true, Action::Send(_)) if self.rng.chance(50) => {
+                        Beside::Read(self.read_leased(w, &saga))
+                    }
+                    (true, Action::Send(_)) => Beside::AtAnswer,
+                    _ => Beside::Nothing,
+                };
                 let request = match action {
                     Action::Send(step) => Request::Step {
                         step,
@@ -734,7 +771,12 @@ impl Sim {
                     );
                 }
                 self.schedule(timeout, Event::Timeout { worker: w, id });
-                self.workers[w].phase = Phase::Awaiting { saga, action, id };
+                self.workers[w].phase = Phase::Awaiting {
+                    saga,
+                    action,
+                    id,
+                    beside,
+                };
             }
             phase @ Phase::Awaiting { .. } => self.workers[w].phase = phase,
         }
@@ -749,7 +791,10 @@ impl Sim {
             return;
         }
         let Phase::Awaiting {
-            mut saga, action, ..
+            mut saga,
+            action,
+            beside,
+            ..
         } = std::mem::replace(&mut self.workers[w].phase, Phase::Idle)
         else {
             unreachable!("checked above");
@@ -780,6 +825,19 @@ impl Sim {
             ),
             (action, reply) => panic!("mismatched answer {reply:?} to {action:?}"),
         }
+        let read = match beside {
+            Beside::Nothing => None,
+            Beside::Read(read) => Some(read),
+            Beside::AtAnswer => Some(self.read_leased(w, &saga)),
+        };
+        match read {
+            Some(None) => return self.idle(w),
+            Some(Some((cancel_requested, cancel_reason))) => {
+                saga.cancel_requested = cancel_requested;
+                saga.cancel_reason = cancel_reason;
+            }
+            None => {}
+        }
         // A step that only moved the saga on is followed by the next one unsaved.
         let unsaved = saga.moved_on_from(mark, now) && self.now < self.workers[w].unchecked_until;
         if unsaved {
@@ -791,14 +849,13 @@ impl Sim {
         }
         let active = matches!(saga.state, SagaState::Running | SagaState::Compensating);
         let keep = active && ms(saga.next_attempt_at) <= self.now;
-        if unsaved {
-            if !self.check_leased(w, &mut saga) {
-                return self.idle(w);
-            }
-        } else if !self.save(w, &mut saga, keep) || !keep {
+        if !unsaved && (!self.save(w, &mut saga, keep) || !keep) {
             return self.idle(w);
         }
-        self.workers[w].phase = Phase::Holding(saga);
+        self.workers[w].phase = Phase::Holding {
+            saga,
+            unchecked: unsaved,
+        };
         let delay = self.rng.below(3);
         self.schedule(delay, Event::WorkerTick(w));
     }
@@ -833,18 +890,28 @@ impl Sim {
         true
     }
 
-    /// db::check_leased: the lease and the cancellation flag, without a write.
+    /// db::check_leased, taken in at once: false when the lease was lost.
     fn check_leased(&mut self, w: usize, saga: &mut Saga) -> bool {
+        match self.read_leased(w, saga) {
+            Some((cancel_requested, cancel_reason)) => {
+                saga.cancel_requested = cancel_requested;
+                saga.cancel_reason = cancel_reason;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// db::check_leased: the cancellation flag if `w` still holds the lease, without a write.
+    fn read_leased(&mut self, w: usize, saga: &Saga) -> Option<(bool, Option<String>)> {
         let owner = self.workers[w].owner;
         let order = order_of(saga);
         let row = &self.db.visible[&order];
         if row.lease_owner != Some(owner) {
             self.log(format!("worker {w} lost the lease of saga {order}"));
-            return false;
+            return None;
         }
-        saga.cancel_requested = row.saga.cancel_requested;
-        saga.cancel_reason = row.saga.cancel_reason.clone();
-        true
+        Some((row.saga.cancel_requested, row.saga.cancel_reason.clone()))
     }
 
     fn idle(&mut self, w: usize) {
@@ -952,7 +1019,7 @@ fn order_of(saga: &Saga) -> usize {
 fn phase_name(phase: &Phase) -> &'static str {
     match phase {
         Phase::Idle => "idle",
-        Phase::Holding(_) => "between an answer and the next send",
+        Phase::Holding { .. } => "between an answer and the next send",
         Phase::Awaiting { .. } => "awaiting an answer",
     }
 }

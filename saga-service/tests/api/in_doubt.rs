@@ -28,6 +28,47 @@ fn impatient(pool: &PgPool, command: std::net::SocketAddr) -> saga_service::Conf
     config
 }
 
+/// One worker, with a lease and attempts long enough that it goes on from a step without
+/// saving (the chained path) whenever the step's answer comes.
+fn one_patient_worker(pool: &PgPool, command: std::net::SocketAddr) -> saga_service::Config {
+    let mut config = saga_config(pool, command);
+    config.workers = 1;
+    config.lease_ms = 120_000;
+    config.attempt_timeout_ms = 60_000;
+    config
+}
+
+/// The customer cancels the order; returns once the saga follower has flagged its saga.
+async fn cancel_and_wait_for_the_flag(
+    c: &mut CommandServiceClient<tonic::transport::Channel>,
+    pool: &PgPool,
+    order_id: &str,
+) {
+    c.cancel_order(pb::CancelOrderRequest {
+        command_id: id(),
+        order_id: order_id.to_owned(),
+        reason: "changed my mind".into(),
+    })
+    .await
+    .unwrap();
+    let flagged = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT cancel_requested FROM sagas WHERE order_id = $1::uuid",
+        )
+        .bind(order_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    for _ in 0..500 {
+        if flagged().await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(flagged().await, "the follower flags the saga");
+}
+
 /// Every count of the order's events that a leak or a double would change.
 async fn effects(pool: &PgPool, order_id: &str) -> [i64; 6] {
     let mut counts = [0; 6];
@@ -312,46 +353,83 @@ async fn a_cancellation_during_a_chained_step_is_taken_in_before_the_next_step(p
     let command = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     create_product(&mut c, "SKU-1", 5).await;
-    // The reservation's reply is held; lease and attempt are long, so the worker will go
-    // on from the reservation without saving (the chained path) when the reply comes.
+    // The reservation's reply is held; the worker goes on from it without saving.
     let proxy = Proxy::start(command.addr, Mode::HoldReplies).await;
-    let mut config = saga_config(&pool, proxy.addr);
-    config.workers = 1;
-    config.lease_ms = 120_000;
-    config.attempt_timeout_ms = 60_000;
-    let saga_service = start_saga_service(config).await;
+    let saga_service = start_saga_service(one_patient_worker(&pool, proxy.addr)).await;
     let mut s = SagaServiceClient::new(saga_service.channel().await);
     let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
     wait_for_events(&pool, "StockReserved", &order_id, 1).await;
 
     // The customer cancels while the reservation's answer is on its way back.
-    c.cancel_order(pb::CancelOrderRequest {
-        command_id: id(),
-        order_id: order_id.clone(),
-        reason: "changed my mind".into(),
-    })
-    .await
-    .unwrap();
-    let flagged = || async {
-        sqlx::query_scalar::<_, bool>(
-            "SELECT cancel_requested FROM sagas WHERE order_id = $1::uuid",
-        )
-        .bind(&order_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    };
-    for _ in 0..500 {
-        if flagged().await {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(flagged().await, "the follower flags the saga");
+    cancel_and_wait_for_the_flag(&mut c, &pool, &order_id).await;
 
     proxy.set(Mode::Pass);
     let saga = finished(&mut s, &order_id).await;
     assert_eq!(saga.state, "compensated", "{saga:#?}");
     // No payment was asked for once the cancellation was known: nothing to refund.
     assert_eq!(effects(&pool, &order_id).await, [1, 1, 0, 0, 0, 1]);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_cancellation_during_the_authorisation_is_taken_in_beside_the_confirmation(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let command = start_command_service(&pool).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    create_product(&mut c, "SKU-1", 5).await;
+    let proxy = Proxy::start(command.addr, Mode::HoldReplies).await;
+    let saga_service = start_saga_service(one_patient_worker(&pool, proxy.addr)).await;
+    let mut s = SagaServiceClient::new(saga_service.channel().await);
+    let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
+    wait_for_events(&pool, "StockReserved", &order_id, 1).await;
+
+    // The authorisation is held in command-service (the log is locked) while the proxy
+    // lets the reservation's answer through, then its own answer is held by the proxy.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    proxy.set(Mode::Pass);
+    let blocked = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    for _ in 0..500 {
+        if blocked().await > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(blocked().await > 0, "the authorisation waits for the log");
+    proxy.set(Mode::HoldReplies);
+    lock.commit().await.unwrap();
+    wait_for_events(&pool, "PaymentAuthorized", &order_id, 1).await;
+
+    // The customer cancels while the authorisation's answer is on its way back; the
+    // follower flags the saga.
+    cancel_and_wait_for_the_flag(&mut c, &pool, &order_id).await;
+
+    // The confirmation (nothing to undo) goes out beside the read of the row, so it is sent
+    // (a read before it would have voided it unsent); the order is cancelled, so it is
+    // refused, settled, and everything taken is given back.
+    proxy.set(Mode::Pass);
+    let saga = finished(&mut s, &order_id).await;
+    assert_eq!(saga.state, "compensated", "{saga:#?}");
+    assert_eq!(
+        step_names(&saga),
+        vec![
+            ("reserve_stock", "succeeded"),
+            ("authorize_payment", "succeeded"),
+            ("confirm_order", "failed"),
+            ("refund_payment", "succeeded"),
+            ("release_stock", "succeeded"),
+            ("cancel_order", "succeeded")
+        ]
+    );
+    assert_eq!(effects(&pool, &order_id).await, [1, 1, 1, 1, 0, 1]);
 }
