@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::{
     Mode,
     client::Channel,
-    load::{CONNECTIONS, INSERT_SCRIPT, id, pgbench},
+    load::{CONNECTIONS, id, insert_baseline, pgbench},
     measure::{Stats, closed_loop},
     report::Row,
 };
@@ -422,7 +422,7 @@ pub async fn closed(
     let refused = counts.refused.load(Ordering::Relaxed);
     figure.errors = figure.errors.saturating_sub(refused);
     eprintln!("  pgbench one-row INSERT x{clients}");
-    let insert = pgbench(ctx.pgbench, ctx.database_url, clients, d, INSERT_SCRIPT)?;
+    let insert = insert_baseline(ctx.pgbench, ctx.database_url, pool, clients, d).await?;
     let per_s = |n: u64| n as f64 / elapsed.as_secs_f64();
     let by_type = format!(
         "AddOrderLine {:.0}/s, CreateOrder {:.0}/s, PlaceOrder {:.0}/s; PlaceOrder refused by backpressure {:.0}/s",
