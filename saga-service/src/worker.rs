@@ -152,13 +152,18 @@ impl Worker {
                 Action::Send(step) => {
                     let timeout = self.attempt_timeout(&saga, step, now);
                     let started = std::time::Instant::now();
-                    let send = steps::send(&mut self.client, &saga, step, timeout)
-                        .instrument(step_span(&saga, step.as_str()));
+                    // Timed on its own: the call's duration, not the read's beside it.
+                    let send = async {
+                        let result = steps::send(&mut self.client, &saga, step, timeout)
+                            .instrument(step_span(&saga, step.as_str()))
+                            .await;
+                        (result, started.elapsed())
+                    };
                     // The row read beside the send costs the step no round trip of its own.
-                    let (result, stored) = if std::mem::take(&mut unchecked) {
+                    let ((result, took), stored) = if std::mem::take(&mut unchecked) {
                         let check = db::check_leased(&self.pool, saga.order_id, self.owner);
-                        let (result, stored) = tokio::join!(send, check);
-                        (result, Some(stored))
+                        let (sent, stored) = tokio::join!(send, check);
+                        (sent, Some(stored))
                     } else {
                         (send.await, None)
                     };
@@ -170,7 +175,7 @@ impl Worker {
                         StepResult::Transient(_) => "transient",
                     };
                     metrics::histogram!("saga_step_seconds", "step" => step.as_str(), "outcome" => outcome)
-                        .record(started.elapsed().as_secs_f64());
+                        .record(took.as_secs_f64());
                     if outcome == "transient" {
                         metrics::counter!("saga_step_retries_total", "step" => step.as_str())
                             .increment(1);
