@@ -492,20 +492,25 @@ pub async fn open(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
     ));
     let errors = Arc::new(AtomicU64::new(0));
+    // Per confirmed order: when PlaceOrder was answered and when WatchOrder showed it
+    // confirmed, by the wall clock, to set beside the log's times.
+    let seen_by_client = Arc::new(Mutex::new(Vec::new()));
     let total = (rate as f64 * d.as_secs_f64()) as u64;
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
+    let started_at = chrono::Utc::now();
     let mut tasks = Vec::with_capacity(total as usize);
     for n in 0..total {
         interval.tick().await;
         let channel = commands[n as usize % CONNECTIONS].clone();
         let query = queries[n as usize % CONNECTIONS].clone();
-        let (drafts, counts, latencies, errors) = (
+        let (drafts, counts, latencies, errors, seen_by_client) = (
             drafts.clone(),
             counts.clone(),
             latencies.clone(),
             errors.clone(),
+            seen_by_client.clone(),
         );
         tasks.push(tokio::spawn(async move {
             match one(mix.pick(n), channel, &drafts, &counts, n).await {
@@ -513,12 +518,21 @@ pub async fn open(
                     order_id,
                     token,
                     at,
-                }) => match confirmed(query, order_id, token, at).await {
+                }) => match confirmed(query, order_id.clone(), token, at).await {
                     Some(latency) => {
+                        let seen = chrono::Utc::now();
                         let _ = latencies
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .record(latency.as_micros().max(1) as u64);
+                        if let Ok(id) = order_id.parse::<Uuid>() {
+                            let answered =
+                                seen - chrono::Duration::from_std(latency).unwrap_or_default();
+                            seen_by_client
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((id, answered, seen));
+                        }
                     }
                     None => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -533,6 +547,7 @@ pub async fn open(
     }
     let issued = started.elapsed();
     let issued_at = Instant::now();
+    let issued_until = chrono::Utc::now();
     let left = backlog(pool).await;
     for task in tasks {
         let _ = task.await;
@@ -554,7 +569,98 @@ pub async fn open(
         None,
         if label.starts_with("70%") { "p99 < 100 ms" } else { "" },
     ));
+    if label.starts_with("70%") {
+        let seen = std::mem::take(&mut *seen_by_client.lock().unwrap_or_else(|p| p.into_inner()));
+        match hops(pool, started_at, issued_until, &seen).await {
+            Ok(hops) => rows.extend(hops.into_iter().map(|(hop, stats)| {
+                Row::new(
+                    format!("lifecycle mix open loop at {rate} commands/s ({label}), hop by hop in the log: {hop}"),
+                    stats,
+                    None,
+                    "",
+                )
+            })),
+            Err(err) => eprintln!("  could not read the saga's hops from the log: {err}"),
+        }
+    }
     (left, refused)
+}
+
+/// The hops between PlaceOrder and the confirmation, for the orders placed in [from, to)
+/// and seen confirmed by the client (`seen`: order id, when PlaceOrder was answered, when
+/// WatchOrder showed the order confirmed). The log gives the times command-service stamped
+/// on each event when it decided it, and the time the saga's follower started the saga; the
+/// first and last hops set the client's clock beside them (same machine, same clock).
+async fn hops(
+    pool: &PgPool,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    seen: &[(
+        Uuid,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )],
+) -> anyhow::Result<Vec<(&'static str, Stats)>> {
+    const NAMES: [&str; 7] = [
+        "PlaceOrder decided → answered (its own write)",
+        "PlaceOrder decided → saga started (the follower)",
+        "saga started → stock reserved (claim, ReserveStock)",
+        "stock reserved → payment authorised (AuthorizePayment)",
+        "payment authorised → order confirmed (ConfirmOrder)",
+        "order confirmed → WatchOrder shows it (the projector)",
+        "PlaceOrder answered → WatchOrder shows it confirmed (the figure above)",
+    ];
+    let (ids, answered, shown): (Vec<Uuid>, Vec<_>, Vec<_>) = seen.iter().copied().collect();
+    let rows: Vec<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        // One pass over the events (a self-join of the steps made the planner nest loops).
+        "SELECT (extract(epoch FROM c.answered - t.placed) * 1e6)::bigint, \
+                (extract(epoch FROM s.created_at - t.placed) * 1e6)::bigint, \
+                (extract(epoch FROM t.reserved - s.created_at) * 1e6)::bigint, \
+                (extract(epoch FROM t.authorised - t.reserved) * 1e6)::bigint, \
+                (extract(epoch FROM t.confirmed - t.authorised) * 1e6)::bigint, \
+                (extract(epoch FROM c.shown - t.confirmed) * 1e6)::bigint \
+         FROM (SELECT (payload->>'order_id')::uuid AS order_id, \
+                 min(occurred_at) FILTER (WHERE event_type = 'OrderPlaced') AS placed, \
+                 min(occurred_at) FILTER (WHERE event_type = 'StockReserved') AS reserved, \
+                 min(occurred_at) FILTER (WHERE event_type = 'PaymentAuthorized') AS authorised, \
+                 min(occurred_at) FILTER (WHERE event_type = 'OrderConfirmed') AS confirmed \
+               FROM events \
+               WHERE event_type IN ('OrderPlaced', 'StockReserved', 'PaymentAuthorized', 'OrderConfirmed') \
+                 AND occurred_at >= $1 \
+               GROUP BY 1) AS t \
+         JOIN sagas s USING (order_id) \
+         JOIN unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) AS c(order_id, answered, shown) \
+           USING (order_id) \
+         WHERE t.placed < $2 AND t.reserved IS NOT NULL AND t.authorised IS NOT NULL \
+           AND t.confirmed IS NOT NULL",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(ids)
+    .bind(answered)
+    .bind(shown)
+    .fetch_all(pool)
+    .await?;
+    let mut histograms: Vec<Histogram<u64>> = (0..NAMES.len())
+        .map(|_| Histogram::new_with_bounds(1, 60_000_000, 3))
+        .collect::<Result<_, _>>()?;
+    for (answered, placed, reserved, authorised, confirmed, shown) in rows {
+        let client = placed + reserved + authorised + confirmed + shown - answered;
+        for (h, micros) in histograms.iter_mut().zip([
+            answered, placed, reserved, authorised, confirmed, shown, client,
+        ]) {
+            h.saturating_record(micros.max(1) as u64);
+        }
+    }
+    let elapsed = (to - from).to_std().unwrap_or(Duration::from_secs(1));
+    Ok(NAMES
+        .into_iter()
+        .zip(
+            histograms
+                .iter()
+                .map(|h| Stats::from_histogram(h, 0, elapsed)),
+        )
+        .collect())
 }
 
 /// From an acknowledged PlaceOrder to the confirmed view, followed with WatchOrder (up
