@@ -164,6 +164,8 @@ enum Done {
         order_id: String,
         token: String,
         at: Instant,
+        /// `at` by the wall clock, to set beside the log's times.
+        answered: chrono::DateTime<chrono::Utc>,
     },
     /// command-service refused the placement while the saga is behind
     /// (RESOURCE_EXHAUSTED): nothing changed, the draft waits for a later turn.
@@ -239,7 +241,7 @@ async fn one(
                     expected_version: None,
                 })
                 .await;
-            let at = Instant::now();
+            let (at, answered) = (Instant::now(), chrono::Utc::now());
             match placed {
                 Ok(placed) => {
                     counts.place.fetch_add(1, Ordering::Relaxed);
@@ -252,6 +254,7 @@ async fn one(
                         order_id: draft.order_id,
                         token,
                         at,
+                        answered,
                     })
                 }
                 Err(status) if status.code() == tonic::Code::ResourceExhausted => {
@@ -518,6 +521,7 @@ pub async fn open(
                     order_id,
                     token,
                     at,
+                    answered,
                 }) => match confirmed(query, order_id.clone(), token, at).await {
                     Some(latency) => {
                         let seen = chrono::Utc::now();
@@ -526,8 +530,6 @@ pub async fn open(
                             .unwrap_or_else(|p| p.into_inner())
                             .record(latency.as_micros().max(1) as u64);
                         if let Ok(id) = order_id.parse::<Uuid>() {
-                            let answered =
-                                seen - chrono::Duration::from_std(latency).unwrap_or_default();
                             seen_by_client
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -586,11 +588,14 @@ pub async fn open(
     (left, refused)
 }
 
-/// The hops between PlaceOrder and the confirmation, for the orders placed in [from, to)
-/// and seen confirmed by the client (`seen`: order id, when PlaceOrder was answered, when
-/// WatchOrder showed the order confirmed). The log gives the times command-service stamped
-/// on each event when it decided it, and the time the saga's follower started the saga; the
-/// first and last hops set the client's clock beside them (same machine, same clock).
+/// The hops between PlaceOrder and the confirmation, for the orders the client saw
+/// confirmed (`seen`: order id, when PlaceOrder was answered, when WatchOrder showed the
+/// order confirmed, by the wall clock). The log gives the times command-service stamped on
+/// each event when it decided it (before its write), and the time the saga's follower
+/// started the saga (before its commit), so each hop includes the write that ends the one
+/// before it. The client's figure is the last five hops less the first. Orders the log does
+/// not show all the way, and hops that come out negative (a clock step), are counted as
+/// errors instead of recorded.
 async fn hops(
     pool: &PgPool,
     from: chrono::DateTime<chrono::Utc>,
@@ -601,17 +606,16 @@ async fn hops(
         chrono::DateTime<chrono::Utc>,
     )],
 ) -> anyhow::Result<Vec<(&'static str, Stats)>> {
-    const NAMES: [&str; 7] = [
+    const NAMES: [&str; 6] = [
         "PlaceOrder decided → answered (its own write)",
-        "PlaceOrder decided → saga started (the follower)",
-        "saga started → stock reserved (claim, ReserveStock)",
-        "stock reserved → payment authorised (AuthorizePayment)",
-        "payment authorised → order confirmed (ConfirmOrder)",
-        "order confirmed → WatchOrder shows it (the projector)",
-        "PlaceOrder answered → WatchOrder shows it confirmed (the figure above)",
+        "PlaceOrder decided → saga started (the write, the follower)",
+        "saga started → stock reserved (the follower's commit, the claim, ReserveStock)",
+        "stock reserved → payment authorised (the write, AuthorizePayment)",
+        "payment authorised → order confirmed (the write, ConfirmOrder)",
+        "order confirmed → WatchOrder shows it (the write, the projector, the stream)",
     ];
     let (ids, answered, shown): (Vec<Uuid>, Vec<_>, Vec<_>) = seen.iter().copied().collect();
-    let rows: Vec<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+    let rows: Vec<[i64; 6]> = sqlx::query_as::<_, (i64, i64, i64, i64, i64, i64)>(
         // One pass over the events (a self-join of the steps made the planner nest loops).
         "SELECT (extract(epoch FROM c.answered - t.placed) * 1e6)::bigint, \
                 (extract(epoch FROM s.created_at - t.placed) * 1e6)::bigint, \
@@ -629,38 +633,38 @@ async fn hops(
                  AND occurred_at >= $1 \
                GROUP BY 1) AS t \
          JOIN sagas s USING (order_id) \
-         JOIN unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) AS c(order_id, answered, shown) \
+         JOIN unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[]) AS c(order_id, answered, shown) \
            USING (order_id) \
-         WHERE t.placed < $2 AND t.reserved IS NOT NULL AND t.authorised IS NOT NULL \
+         WHERE t.placed IS NOT NULL AND t.reserved IS NOT NULL AND t.authorised IS NOT NULL \
            AND t.confirmed IS NOT NULL",
     )
     .bind(from)
-    .bind(to)
     .bind(ids)
     .bind(answered)
     .bind(shown)
     .fetch_all(pool)
-    .await?;
-    let mut histograms: Vec<Histogram<u64>> = (0..NAMES.len())
-        .map(|_| Histogram::new_with_bounds(1, 60_000_000, 3))
-        .collect::<Result<_, _>>()?;
-    for (answered, placed, reserved, authorised, confirmed, shown) in rows {
-        let client = placed + reserved + authorised + confirmed + shown - answered;
-        for (h, micros) in histograms.iter_mut().zip([
-            answered, placed, reserved, authorised, confirmed, shown, client,
-        ]) {
-            h.saturating_record(micros.max(1) as u64);
+    .await?
+    .into_iter()
+    .map(|(a, b, c, d, e, f)| [a, b, c, d, e, f])
+    .collect();
+    let unmatched = seen.len().saturating_sub(rows.len()) as u64;
+    let mut hops = Vec::with_capacity(NAMES.len());
+    for (i, name) in NAMES.into_iter().enumerate() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut negative = 0;
+        for row in &rows {
+            match u64::try_from(row[i]) {
+                Ok(micros) => h.saturating_record(micros.max(1)),
+                Err(_) => negative += 1,
+            }
         }
+        let elapsed = (to - from).to_std().unwrap_or(Duration::from_secs(1));
+        hops.push((
+            name,
+            Stats::from_histogram(&h, unmatched + negative, elapsed),
+        ));
     }
-    let elapsed = (to - from).to_std().unwrap_or(Duration::from_secs(1));
-    Ok(NAMES
-        .into_iter()
-        .zip(
-            histograms
-                .iter()
-                .map(|h| Stats::from_histogram(h, 0, elapsed)),
-        )
-        .collect())
+    Ok(hops)
 }
 
 /// From an acknowledged PlaceOrder to the confirmed view, followed with WatchOrder (up
