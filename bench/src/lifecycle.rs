@@ -15,7 +15,6 @@ use contracts::orders::v1::{
     self as pb, command_service_client::CommandServiceClient,
     query_service_client::QueryServiceClient,
 };
-use hdrhistogram::Histogram;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -23,7 +22,7 @@ use crate::{
     Mode,
     client::Channel,
     load::{CONNECTIONS, id, insert_baseline, pgbench},
-    measure::{Stats, closed_loop},
+    measure::{Stats, closed_loop, histogram},
     report::Row,
 };
 
@@ -491,9 +490,7 @@ pub async fn open(
     eprintln!("  lifecycle mix open loop at {rate} commands/s ({label})");
     let drafts = Arc::new(Drafts::default());
     let counts = Arc::new(Counts::default());
-    let latencies = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-    ));
+    let latencies = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(AtomicU64::new(0));
     // Per confirmed order: when PlaceOrder was answered and when WatchOrder showed it
     // confirmed, by the wall clock, to set beside the log's times.
@@ -648,9 +645,10 @@ async fn hops(
     .map(|(a, b, c, d, e, f)| [a, b, c, d, e, f])
     .collect();
     let unmatched = seen.len().saturating_sub(rows.len()) as u64;
+    let elapsed = (to - from).to_std().unwrap_or(Duration::from_secs(1));
     let mut hops = Vec::with_capacity(NAMES.len());
     for (i, name) in NAMES.into_iter().enumerate() {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut h = histogram();
         let mut negative = 0;
         for row in &rows {
             match u64::try_from(row[i]) {
@@ -658,7 +656,6 @@ async fn hops(
                 Err(_) => negative += 1,
             }
         }
-        let elapsed = (to - from).to_std().unwrap_or(Duration::from_secs(1));
         hops.push((
             name,
             Stats::from_histogram(&h, unmatched + negative, elapsed),

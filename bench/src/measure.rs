@@ -35,7 +35,8 @@ pub struct Stats {
     pub mean_us: Option<f64>,
 }
 
-fn histogram() -> Histogram<u64> {
+/// A histogram of microseconds, 1 µs to 60 s, 3 significant digits (every latency here).
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 

@@ -173,6 +173,17 @@ pub async fn count_events(pool: &PgPool, event_type: &str, order_id: &str) -> i6
     .unwrap()
 }
 
+/// Waits until `condition` holds (checked every 10 ms, for up to 5 s); fails with `what`.
+pub async fn eventually<F: Future<Output = bool>>(what: &str, condition: impl Fn() -> F) {
+    for _ in 0..500 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(condition().await, "{what}");
+}
+
 /// Waits until the log holds `n` events of a type for an order.
 pub async fn wait_for_events(pool: &PgPool, event_type: &str, order_id: &str, n: i64) {
     for _ in 0..600 {

@@ -51,7 +51,7 @@ async fn cancel_and_wait_for_the_flag(
     })
     .await
     .unwrap();
-    let flagged = || async {
+    eventually("the follower flags the saga", || async {
         sqlx::query_scalar::<_, bool>(
             "SELECT cancel_requested FROM sagas WHERE order_id = $1::uuid",
         )
@@ -59,14 +59,42 @@ async fn cancel_and_wait_for_the_flag(
         .fetch_one(pool)
         .await
         .unwrap()
-    };
-    for _ in 0..500 {
-        if flagged().await {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    })
+    .await;
+}
+
+/// command-service, and a saga-service with one patient worker that reaches it through a
+/// proxy holding every reply, with an order of 2 × SKU-1 placed and its stock reserved (the
+/// reservation's answer held).
+struct ReservedWithTheAnswerHeld {
+    /// Kept so the service runs as long as the test.
+    _command: test_support::Running,
+    proxy: Proxy,
+    /// Kept so the service runs as long as the test.
+    _saga: test_support::Running,
+    c: Commands,
+    s: Sagas,
+    order_id: String,
+}
+
+async fn reserved_with_the_answer_held(pool: &PgPool) -> ReservedWithTheAnswerHeld {
+    service_runtime::telemetry::init_for_tests();
+    let command = start_command_service(pool).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    create_product(&mut c, "SKU-1", 5).await;
+    let proxy = Proxy::start(command.addr, Mode::HoldReplies).await;
+    let saga = start_saga_service(one_patient_worker(pool, proxy.addr)).await;
+    let s = SagaServiceClient::new(saga.channel().await);
+    let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
+    wait_for_events(pool, "StockReserved", &order_id, 1).await;
+    ReservedWithTheAnswerHeld {
+        _command: command,
+        proxy,
+        _saga: saga,
+        c,
+        s,
+        order_id,
     }
-    assert!(flagged().await, "the follower flags the saga");
 }
 
 /// Every count of the order's events that a leak or a double would change.
@@ -349,38 +377,28 @@ async fn a_confirmation_that_never_ran_by_its_deadline_is_compensated_in_reverse
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_cancellation_during_a_chained_step_is_taken_in_before_the_next_step(pool: PgPool) {
-    service_runtime::telemetry::init_for_tests();
-    let command = start_command_service(&pool).await;
-    let mut c = CommandServiceClient::new(command.channel().await);
-    create_product(&mut c, "SKU-1", 5).await;
     // The reservation's reply is held; the worker goes on from it without saving.
-    let proxy = Proxy::start(command.addr, Mode::HoldReplies).await;
-    let saga_service = start_saga_service(one_patient_worker(&pool, proxy.addr)).await;
-    let mut s = SagaServiceClient::new(saga_service.channel().await);
-    let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
-    wait_for_events(&pool, "StockReserved", &order_id, 1).await;
+    // Bound whole: the services run as long as `held` does.
+    let held = reserved_with_the_answer_held(&pool).await;
+    let (proxy, order_id) = (&held.proxy, held.order_id.as_str());
+    let (mut c, mut s) = (held.c.clone(), held.s.clone());
 
     // The customer cancels while the reservation's answer is on its way back.
-    cancel_and_wait_for_the_flag(&mut c, &pool, &order_id).await;
+    cancel_and_wait_for_the_flag(&mut c, &pool, order_id).await;
 
     proxy.set(Mode::Pass);
-    let saga = finished(&mut s, &order_id).await;
+    let saga = finished(&mut s, order_id).await;
     assert_eq!(saga.state, "compensated", "{saga:#?}");
     // No payment was asked for once the cancellation was known: nothing to refund.
-    assert_eq!(effects(&pool, &order_id).await, [1, 1, 0, 0, 0, 1]);
+    assert_eq!(effects(&pool, order_id).await, [1, 1, 0, 0, 0, 1]);
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_cancellation_during_the_authorisation_is_taken_in_beside_the_confirmation(pool: PgPool) {
-    service_runtime::telemetry::init_for_tests();
-    let command = start_command_service(&pool).await;
-    let mut c = CommandServiceClient::new(command.channel().await);
-    create_product(&mut c, "SKU-1", 5).await;
-    let proxy = Proxy::start(command.addr, Mode::HoldReplies).await;
-    let saga_service = start_saga_service(one_patient_worker(&pool, proxy.addr)).await;
-    let mut s = SagaServiceClient::new(saga_service.channel().await);
-    let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
-    wait_for_events(&pool, "StockReserved", &order_id, 1).await;
+    // Bound whole: the services run as long as `held` does.
+    let held = reserved_with_the_answer_held(&pool).await;
+    let (proxy, order_id) = (&held.proxy, held.order_id.as_str());
+    let (mut c, mut s) = (held.c.clone(), held.s.clone());
 
     // The authorisation is held in command-service (the log is locked) while the proxy
     // lets the reservation's answer through, then its own answer is held by the proxy.
@@ -390,35 +408,29 @@ async fn a_cancellation_during_the_authorisation_is_taken_in_beside_the_confirma
         .await
         .unwrap();
     proxy.set(Mode::Pass);
-    let blocked = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity \
+    eventually("the authorisation waits for the log", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT count(*) > 0 FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
         .fetch_one(&pool)
         .await
         .unwrap()
-    };
-    for _ in 0..500 {
-        if blocked().await > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(blocked().await > 0, "the authorisation waits for the log");
+    })
+    .await;
     proxy.set(Mode::HoldReplies);
     lock.commit().await.unwrap();
-    wait_for_events(&pool, "PaymentAuthorized", &order_id, 1).await;
+    wait_for_events(&pool, "PaymentAuthorized", order_id, 1).await;
 
     // The customer cancels while the authorisation's answer is on its way back; the
     // follower flags the saga.
-    cancel_and_wait_for_the_flag(&mut c, &pool, &order_id).await;
+    cancel_and_wait_for_the_flag(&mut c, &pool, order_id).await;
 
     // The confirmation (nothing to undo) goes out beside the read of the row, so it is sent
     // (a read before it would have voided it unsent); the order is cancelled, so it is
     // refused, settled, and everything taken is given back.
     proxy.set(Mode::Pass);
-    let saga = finished(&mut s, &order_id).await;
+    let saga = finished(&mut s, order_id).await;
     assert_eq!(saga.state, "compensated", "{saga:#?}");
     assert_eq!(
         step_names(&saga),
@@ -431,5 +443,5 @@ async fn a_cancellation_during_the_authorisation_is_taken_in_beside_the_confirma
             ("cancel_order", "succeeded")
         ]
     );
-    assert_eq!(effects(&pool, &order_id).await, [1, 1, 1, 1, 0, 1]);
+    assert_eq!(effects(&pool, order_id).await, [1, 1, 1, 1, 0, 1]);
 }
