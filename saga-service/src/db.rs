@@ -58,53 +58,164 @@ fn from_row(row: &PgRow) -> Result<Saga, sqlx::Error> {
     })
 }
 
-/// Creates the saga of a placed order, unless it exists (a replayed event).
-pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO sagas (order_id, customer_id, lines, total_minor, currency, payment_method, state, plan, steps, \
-           attempts, next_attempt_at, step_deadline, created_at, updated_at, trace_parent) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(saga.order_id)
-    .bind(saga.customer_id)
-    .bind(sqlx::types::Json(&saga.lines))
-    .bind(saga.total_minor)
-    .bind(&saga.currency)
-    .bind(&saga.payment_method)
-    .bind(saga.state.as_str())
-    .bind(saga.plan.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-    .bind(sqlx::types::Json(&saga.steps))
-    .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
-    .bind(saga.next_attempt_at)
-    .bind(saga.step_deadline)
-    .bind(saga.created_at)
-    .bind(saga.updated_at)
-    .bind(&saga.trace_parent)
-    .execute(conn)
-    .await?;
+/// The sagas one follower batch starts and the cancellations it flags, applied together
+/// by [`apply_batch`].
+#[derive(Debug, Default)]
+pub struct FollowerBatch {
+    /// Sagas of orders placed, in log order.
+    pub started: Vec<Saga>,
+    /// Orders cancelled (at most once each), with the reason shown.
+    pub cancelled: Vec<(Uuid, String)>,
+}
+
+impl FollowerBatch {
+    /// A saga to start.
+    pub fn start(&mut self, saga: Saga) {
+        self.started.push(saga);
+    }
+
+    /// A cancellation to flag. A saga started earlier in the same batch is flagged here,
+    /// before it is written: the statement's parts all read the table as it was before
+    /// the statement, so its UPDATE cannot see the rows its INSERT adds.
+    pub fn cancel(&mut self, order_id: Uuid, reason: String, now: DateTime<Utc>) {
+        if let Some(saga) = self.started.iter_mut().find(|s| s.order_id == order_id)
+            && saga.state == SagaState::Running
+            && !saga.cancel_requested
+        {
+            saga.cancel_requested = true;
+            saga.cancel_reason = Some(reason.clone());
+            saga.next_attempt_at = saga.next_attempt_at.min(now);
+        }
+        if !self.cancelled.iter().any(|(id, _)| *id == order_id) {
+            self.cancelled.push((order_id, reason));
+        }
+    }
+
+    /// How many sagas the batch starts or flags.
+    pub fn len(&self) -> usize {
+        self.started.len() + self.cancelled.len()
+    }
+
+    /// True when the batch changes no saga.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Inserts sagas (unless one exists for the order: a replayed event), given as arrays in
+/// parameters $1 to $17; `{filter}` may add a WHERE clause.
+const INSERT_SAGAS: &str = "INSERT INTO sagas (order_id, customer_id, lines, total_minor, currency, payment_method, state, \
+       plan, steps, attempts, next_attempt_at, step_deadline, created_at, updated_at, trace_parent, cancel_requested, \
+       cancel_reason) \
+     SELECT order_id, customer_id, lines, total_minor, currency, payment_method, state, string_to_array(plan, ','), \
+       steps, attempts, next_attempt_at, step_deadline, created_at, updated_at, trace_parent, cancel_requested, \
+       cancel_reason \
+     FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], \
+       $9::jsonb[], $10::int[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], \
+       $15::text[], $16::bool[], $17::text[]) \
+       AS s(order_id, customer_id, lines, total_minor, currency, payment_method, state, plan, steps, attempts, \
+         next_attempt_at, step_deadline, created_at, updated_at, trace_parent, cancel_requested, cancel_reason) \
+     {filter} \
+     ON CONFLICT (order_id) DO NOTHING";
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds $1 to $17 of [`INSERT_SAGAS`].
+fn bind_sagas<'q>(query: Query<'q>, sagas: &'q [Saga]) -> Query<'q> {
+    fn each<'a, T>(sagas: &'a [Saga], f: impl Fn(&'a Saga) -> T) -> Vec<T> {
+        sagas.iter().map(f).collect()
+    }
+    query
+        .bind(each(sagas, |s| s.order_id))
+        .bind(each(sagas, |s| s.customer_id))
+        .bind(each(sagas, |s| sqlx::types::Json(&s.lines)))
+        .bind(each(sagas, |s| s.total_minor))
+        .bind(each(sagas, |s| s.currency.as_str()))
+        .bind(each(sagas, |s| s.payment_method.as_str()))
+        .bind(each(sagas, |s| s.state.as_str()))
+        .bind(each(sagas, |s| {
+            s.plan
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        }))
+        .bind(each(sagas, |s| sqlx::types::Json(&s.steps)))
+        .bind(each(sagas, |s| {
+            i32::try_from(s.attempts).unwrap_or(i32::MAX)
+        }))
+        .bind(each(sagas, |s| s.next_attempt_at))
+        .bind(each(sagas, |s| s.step_deadline))
+        .bind(each(sagas, |s| s.created_at))
+        .bind(each(sagas, |s| s.updated_at))
+        .bind(each(sagas, |s| s.trace_parent.as_deref()))
+        .bind(each(sagas, |s| s.cancel_requested))
+        .bind(each(sagas, |s| s.cancel_reason.as_deref()))
+}
+
+/// Creates sagas, unless one exists for the order (a replayed event). The follower writes
+/// its sagas with [`apply_batch`]; this is for a saga written outside it.
+pub async fn insert(conn: &mut PgConnection, sagas: &[Saga]) -> Result<(), sqlx::Error> {
+    let sql = INSERT_SAGAS.replace("{filter}", "");
+    bind_sagas(sqlx::query(sqlx::AssertSqlSafe(sql)), sagas)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
-/// Flags the saga of an order that was cancelled: a running saga settles its step in flight
-/// and compensates, a completed one gives back what it took; a parked one does so once an
-/// operator resumes it. The worker acts on the flag.
-pub async fn request_cancel(
+/// Applies one follower batch in one statement (so one transaction): moves the
+/// follower's checkpoint from `from` to `to` with compare-and-set, starts the batch's
+/// sagas, and flags the sagas of orders cancelled, so that a running saga settles its step
+/// in flight and compensates, a completed one gives back what it took, and a parked one
+/// does so once an operator resumes it (the worker acts on the flag). Nothing is written
+/// when the checkpoint moved meanwhile (another follower): then it returns false.
+pub async fn apply_batch(
     conn: &mut PgConnection,
-    order_id: Uuid,
-    reason: &str,
+    name: &str,
+    from: Position,
+    to: Position,
+    applied: i64,
+    batch: &FollowerBatch,
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE sagas SET cancel_requested = true, cancel_reason = $2, next_attempt_at = least(next_attempt_at, $3) \
-         WHERE order_id = $1 AND state IN ('running', 'completed', 'needs_attention') AND NOT cancel_requested",
-    )
-    .bind(order_id)
-    .bind(reason)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "WITH moved AS ( \
+           UPDATE projection_checkpoints SET transaction_id = $21, global_position = $22, \
+             events_applied = events_applied + $23, updated_at = now() \
+           WHERE projection = $18 AND transaction_id = $19 AND global_position = $20 \
+           RETURNING 1 \
+         ), started AS ( \
+           {insert} \
+         ), flagged AS ( \
+           UPDATE sagas SET cancel_requested = true, cancel_reason = c.reason, \
+             next_attempt_at = least(sagas.next_attempt_at, $26) \
+           FROM unnest($24::uuid[], $25::text[]) AS c(order_id, reason) \
+           WHERE sagas.order_id = c.order_id AND EXISTS (SELECT 1 FROM moved) \
+             AND sagas.state IN ('running', 'completed', 'needs_attention') AND NOT sagas.cancel_requested \
+         ) \
+         SELECT count(*) FROM moved",
+        insert = INSERT_SAGAS.replace("{filter}", "WHERE EXISTS (SELECT 1 FROM moved)"),
+    );
+    let moved: i64 = bind_sagas(sqlx::query(sqlx::AssertSqlSafe(sql)), &batch.started)
+        .bind(name)
+        .bind(from.to_columns().0)
+        .bind(from.to_columns().1)
+        .bind(to.to_columns().0)
+        .bind(to.to_columns().1)
+        .bind(applied)
+        .bind(batch.cancelled.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(
+            batch
+                .cancelled
+                .iter()
+                .map(|c| c.1.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(now)
+        .fetch_one(conn)
+        .await
+        .and_then(|row| row.try_get(0))?;
+    Ok(moved == 1)
 }
 
 /// Takes the lease of one due saga that nobody holds, for `lease` from `now`.
@@ -289,31 +400,6 @@ pub async fn checkpoint(
     .fetch_one(conn)
     .await?;
     Position::from_columns(tx, pos).map_err(|err| sqlx::Error::Decode(err.into()))
-}
-
-/// Moves the follower's checkpoint in the caller's transaction; false if it moved
-/// meanwhile (another follower).
-pub async fn advance(
-    conn: &mut PgConnection,
-    name: &str,
-    from: Position,
-    to: Position,
-    applied: i64,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
-        "UPDATE projection_checkpoints SET transaction_id = $4, global_position = $5, \
-           events_applied = events_applied + $6, updated_at = now() \
-         WHERE projection = $1 AND transaction_id = $2 AND global_position = $3",
-    )
-    .bind(name)
-    .bind(from.to_columns().0)
-    .bind(from.to_columns().1)
-    .bind(to.to_columns().0)
-    .bind(to.to_columns().1)
-    .bind(applied)
-    .execute(conn)
-    .await?;
-    Ok(result.rows_affected() == 1)
 }
 
 /// How many sagas are in each state.

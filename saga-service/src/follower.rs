@@ -1,5 +1,6 @@
 //! Follows the event log: starts a saga for every placed order and flags running sagas
-//! whose order was cancelled, storing its checkpoint in the same transaction.
+//! whose order was cancelled, storing its checkpoint in the same statement (one
+//! transaction, one round trip per batch).
 //!
 //! One instance follows at a time (an advisory lock on the follower's own connection); the
 //! checkpoint is moved with compare-and-set, so even two followers could not both apply a
@@ -106,31 +107,43 @@ async fn follow(
         // The batch holds only the interesting events; the subscription's position is how
         // far the log was scanned, which may be past the last of them.
         let last = subscription.position();
-        let mut tx = conn.begin().await?;
-        let mut changed = 0;
+        let mut changes = db::FollowerBatch::default();
         for recorded in &batch {
-            changed += handle(&mut tx, recorded, clock, policy).await?;
+            take(&mut changes, recorded, clock, policy)?;
         }
         let applied = i64::try_from(batch.len()).unwrap_or(i64::MAX);
-        if !db::advance(&mut tx, FOLLOWER, checkpoint, last, applied).await? {
+        // One statement, so one transaction and one round trip: the sagas started, the
+        // cancellations flagged and the checkpoint moved, or none of them.
+        if !db::apply_batch(
+            conn,
+            FOLLOWER,
+            checkpoint,
+            last,
+            applied,
+            &changes,
+            clock.now(),
+        )
+        .await?
+        {
             anyhow::bail!("the saga follower's checkpoint moved under it");
         }
-        tx.commit().await?;
         checkpoint = last;
+        metrics::counter!("saga_started_total").increment(changes.started.len() as u64);
         // One idle worker per saga that changed, rather than every worker racing to claim.
-        for _ in 0..changed {
+        for _ in 0..changes.len() {
             work.notify_one();
         }
     }
 }
 
-/// Starts or flags a saga; returns how many sagas changed.
-async fn handle(
-    tx: &mut PgConnection,
+/// Adds what one event asks of the sagas to the batch: a saga to start, or a
+/// cancellation to flag.
+fn take(
+    changes: &mut db::FollowerBatch,
     recorded: &RecordedEvent,
     clock: &dyn Clock,
     policy: &Policy,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<()> {
     let event = match StoredEvent::decode(&recorded.event_type, recorded.payload.as_str()) {
         Ok(event) => event,
         Err(err) => anyhow::bail!("event {} cannot be read: {err}", recorded.event_id),
@@ -160,15 +173,13 @@ async fn handle(
                 .get("traceparent")
                 .and_then(|v| v.as_str())
                 .map(str::to_owned);
-            db::insert(tx, &saga).await?;
-            metrics::counter!("saga_started_total").increment(1);
-            Ok(1)
+            changes.start(saga);
         }
         DomainEvent::OrderCancelled(cancelled) => {
             let reason = format!("order cancelled: {}", cancelled.reason);
-            db::request_cancel(tx, cancelled.order_id.as_uuid(), &reason, clock.now()).await?;
-            Ok(1)
+            changes.cancel(cancelled.order_id.as_uuid(), reason, clock.now());
         }
-        _ => Ok(0),
+        _ => {}
     }
+    Ok(())
 }

@@ -335,7 +335,9 @@ async fn a_confirmation_that_never_ran_by_its_deadline_is_compensated_in_reverse
         saga.record(step, StepResult::Succeeded, past, &policy, 1.0);
     }
     let mut conn = pool.acquire().await.unwrap();
-    saga_service::db::insert(&mut conn, &saga).await.unwrap();
+    saga_service::db::insert(&mut conn, std::slice::from_ref(&saga))
+        .await
+        .unwrap();
     drop(conn);
 
     // Now the saga runs, and cannot reach command-service.

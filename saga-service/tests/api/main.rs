@@ -5,6 +5,7 @@ test_support::database_for_tests!();
 
 mod backpressure;
 mod failures;
+mod follower;
 mod helpers;
 mod in_doubt;
 mod metrics;

@@ -1,0 +1,137 @@
+//! The follower: what one batch of the log does to the sagas, written in one statement.
+
+use contracts::orders::v1::{
+    self as pb, command_service_client::CommandServiceClient,
+    saga_service_client::SagaServiceClient,
+};
+use event_store::Position;
+use saga_service::{
+    db::{self, FollowerBatch},
+    saga::{Policy, Saga, SagaLine},
+};
+use sqlx::PgPool;
+use std::time::Duration;
+
+use crate::helpers::*;
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn an_order_placed_and_cancelled_in_one_batch_reserves_nothing(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let command = start_command_service(&pool).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    create_product(&mut c, "SKU-1", 5).await;
+    let order_id = place_order(&mut c, &[("SKU-1", 1)], "card").await;
+    c.cancel_order(pb::CancelOrderRequest {
+        command_id: id(),
+        order_id: order_id.clone(),
+        reason: "changed my mind".into(),
+    })
+    .await
+    .unwrap();
+    // Both events are in the log before the follower starts, so its first batch holds
+    // both: the saga it starts is flagged before it is ever written.
+    let saga_service = start_saga_service(saga_config(&pool, command.addr)).await;
+    let mut s = SagaServiceClient::new(saga_service.channel().await);
+    let saga = finished(&mut s, &order_id).await;
+    assert_eq!(saga.state, "compensated", "{saga:#?}");
+    assert_eq!(saga.reason, "order cancelled: changed my mind");
+    assert_eq!(
+        step_names(&saga),
+        vec![("reserve_stock", "voided"), ("cancel_order", "succeeded")]
+    );
+    assert_eq!(count_events(&pool, "StockReserved", &order_id).await, 0);
+}
+
+fn policy() -> Policy {
+    Policy {
+        reserve_deadline: Duration::from_secs(10),
+        authorize_deadline: Duration::from_secs(10),
+        confirm_deadline: Duration::from_secs(10),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        max_compensation_attempts: 3,
+        attempt_timeout: Duration::from_secs(1),
+    }
+}
+
+fn saga(order_id: uuid::Uuid) -> Saga {
+    Saga::start(
+        order_id,
+        uuid::Uuid::new_v4(),
+        vec![SagaLine {
+            sku: "SKU-1".into(),
+            quantity: 1,
+        }],
+        PRICE,
+        "EUR".into(),
+        "card".into(),
+        chrono::Utc::now(),
+        &policy(),
+    )
+}
+
+async fn flags(pool: &PgPool) -> Vec<(uuid::Uuid, bool, Option<String>)> {
+    sqlx::query_as("SELECT order_id, cancel_requested, cancel_reason FROM sagas ORDER BY order_id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_batch_writes_all_of_itself_or_nothing(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let start = db::checkpoint(&mut conn, "test_follower", &["OrderPlaced"])
+        .await
+        .unwrap();
+    assert_eq!(start, Position::START);
+    let (earlier, fresh) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    db::insert(&mut conn, &[saga(earlier)]).await.unwrap();
+    let now = chrono::Utc::now();
+    let mut batch = FollowerBatch::default();
+    batch.start(saga(fresh));
+    batch.start(saga(earlier)); // a replayed event: the saga exists and is kept
+    batch.cancel(earlier, "order cancelled: late".into(), now);
+    let to = Position::from_columns(7, 3).unwrap();
+
+    // A checkpoint that moved meanwhile (another follower) writes nothing.
+    let elsewhere = Position::from_columns(5, 1).unwrap();
+    assert!(
+        !db::apply_batch(&mut conn, "test_follower", elsewhere, to, 3, &batch, now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(flags(&pool).await.len(), 1, "no saga started");
+    assert!(!flags(&pool).await[0].1, "no saga flagged");
+    assert_eq!(
+        db::checkpoint(&mut conn, "test_follower", &["OrderPlaced"])
+            .await
+            .unwrap(),
+        Position::START
+    );
+
+    // From where it stands, all of it.
+    assert!(
+        db::apply_batch(&mut conn, "test_follower", start, to, 3, &batch, now)
+            .await
+            .unwrap()
+    );
+    let mut expected = vec![
+        (earlier, true, Some("order cancelled: late".to_owned())),
+        (fresh, false, None),
+    ];
+    expected.sort();
+    assert_eq!(flags(&pool).await, expected);
+    assert_eq!(
+        db::checkpoint(&mut conn, "test_follower", &["OrderPlaced"])
+            .await
+            .unwrap(),
+        to
+    );
+    // The same batch again finds the checkpoint moved, and changes nothing more.
+    assert!(
+        !db::apply_batch(&mut conn, "test_follower", start, to, 3, &batch, now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(flags(&pool).await, expected);
+}
