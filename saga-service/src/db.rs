@@ -103,7 +103,9 @@ impl FollowerBatch {
 }
 
 /// Inserts sagas (unless one exists for the order: a replayed event), given as arrays in
-/// parameters $1 to $17; `{filter}` may add a WHERE clause.
+/// parameters $1 to $17; `{filter}` may add a WHERE clause. It writes what a saga has from
+/// its start; what a saga records later (settling, reasons, errors, a parked state) is
+/// written by saves.
 const INSERT_SAGAS: &str = "INSERT INTO sagas (order_id, customer_id, lines, total_minor, currency, payment_method, state, \
        plan, steps, attempts, next_attempt_at, step_deadline, created_at, updated_at, trace_parent, cancel_requested, \
        cancel_reason) \
@@ -402,11 +404,16 @@ pub async fn checkpoint(
     Position::from_columns(tx, pos).map_err(|err| sqlx::Error::Decode(err.into()))
 }
 
-/// How many sagas are in each state.
-pub async fn count_by_state(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT state, count(*) FROM sagas GROUP BY state")
-        .fetch_all(pool)
-        .await
+/// How many sagas are in each state that is not final (running, compensating,
+/// needs_attention). Finished sagas are left out: there is one for every order ever
+/// placed, so counting them would read a table that only grows, on every sample.
+pub async fn count_unfinished(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state, count(*) FROM sagas \
+         WHERE state IN ('running', 'compensating', 'needs_attention') GROUP BY state",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Takes the follower's leadership lock on this session, if free.

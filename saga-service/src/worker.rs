@@ -353,12 +353,13 @@ fn step_span(saga: &Saga, step: &str) -> tracing::Span {
     span
 }
 
-/// Samples how many sagas are in each state, every 5 s.
+/// Samples how many sagas are in each state that is not final, every 5 s (finished
+/// sagas are counted by `saga_finished_total` as they finish).
 pub fn sample_states(pool: PgPool) -> service_runtime::task::AbortOnDrop<()> {
     service_runtime::task::AbortOnDrop::spawn(async move {
         loop {
-            if let Ok(counts) = db::count_by_state(&pool).await {
-                for state in SagaState::ALL {
+            if let Ok(counts) = db::count_unfinished(&pool).await {
+                for state in SagaState::ALL.into_iter().filter(|s| !s.is_final()) {
                     let n = counts
                         .iter()
                         .find(|(s, _)| s == state.as_str())

@@ -135,3 +135,25 @@ async fn a_batch_writes_all_of_itself_or_nothing(pool: PgPool) {
     );
     assert_eq!(flags(&pool).await, expected);
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn the_state_gauge_counts_only_sagas_not_yet_finished(pool: PgPool) {
+    use saga_service::saga::SagaState;
+    let mut conn = pool.acquire().await.unwrap();
+    let mut sagas: Vec<Saga> = (0..5).map(|_| saga(uuid::Uuid::new_v4())).collect();
+    sagas[0].state = SagaState::Completed;
+    sagas[1].state = SagaState::Compensated;
+    sagas[2].state = SagaState::NeedsAttention;
+    sagas[3].state = SagaState::Compensating;
+    db::insert(&mut conn, &sagas).await.unwrap();
+    let mut counts = db::count_unfinished(&pool).await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![
+            ("compensating".to_owned(), 1),
+            ("needs_attention".to_owned(), 1),
+            ("running".to_owned(), 1)
+        ]
+    );
+}

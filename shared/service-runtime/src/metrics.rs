@@ -206,7 +206,11 @@ fn describe() {
         "Reads of an order's row (GetOrder misses, WatchOrder checks) answered by one query."
     );
     // saga-service.
-    describe_gauge!("sagas", "Sagas in each state.");
+    describe_gauge!(
+        "sagas",
+        "Sagas not yet finished, by state (running, compensating, needs_attention); \
+         finished ones are counted by saga_finished_total."
+    );
     describe_counter!(
         "saga_started_total",
         "Sagas started (one per placed order)."
