@@ -69,9 +69,11 @@ pub struct FollowerBatch {
 }
 
 impl FollowerBatch {
-    /// A saga to start.
+    /// A saga to start (once per order, should the log repeat a placement).
     pub fn start(&mut self, saga: Saga) {
-        self.started.push(saga);
+        if !self.started.iter().any(|s| s.order_id == saga.order_id) {
+            self.started.push(saga);
+        }
     }
 
     /// A cancellation to flag. A saga started earlier in the same batch is flagged here,
@@ -91,7 +93,9 @@ impl FollowerBatch {
         }
     }
 
-    /// How many sagas the batch starts or flags.
+    /// How many sagas the batch may start or flag, at most (a saga started and flagged in
+    /// the same batch counts twice; a cancellation may find no saga to flag): the number of
+    /// workers to wake.
     pub fn len(&self) -> usize {
         self.started.len() + self.cancelled.len()
     }
@@ -405,15 +409,26 @@ pub async fn checkpoint(
 }
 
 /// How many sagas are in each state that is not final (running, compensating,
-/// needs_attention). Finished sagas are left out: there is one for every order ever
-/// placed, so counting them would read a table that only grows, on every sample.
-pub async fn count_unfinished(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT state, count(*) FROM sagas \
-         WHERE state IN ('running', 'compensating', 'needs_attention') GROUP BY state",
-    )
-    .fetch_all(pool)
-    .await
+/// needs_attention), zeros included. Finished sagas are left out: there is one for every
+/// order ever placed, so counting them would read a table that only grows, on every
+/// sample.
+pub async fn count_unfinished(pool: &PgPool) -> Result<Vec<(SagaState, i64)>, sqlx::Error> {
+    let states: Vec<SagaState> = SagaState::ALL
+        .into_iter()
+        .filter(|s| !s.is_final())
+        .collect();
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM sagas WHERE state = ANY($1) GROUP BY state")
+            .bind(states.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .fetch_all(pool)
+            .await?;
+    Ok(states
+        .into_iter()
+        .map(|state| {
+            let n = counts.iter().find(|(s, _)| s == state.as_str());
+            (state, n.map_or(0, |(_, n)| *n))
+        })
+        .collect())
 }
 
 /// Takes the follower's leadership lock on this session, if free.

@@ -1,5 +1,5 @@
-//! Follows the event log: starts a saga for every placed order and flags running sagas
-//! whose order was cancelled, storing its checkpoint in the same statement (one
+//! Follows the event log: starts a saga for every placed order and flags the saga of an
+//! order that was cancelled, storing its checkpoint in the same statement (one
 //! transaction, one round trip per batch).
 //!
 //! One instance follows at a time (an advisory lock on the follower's own connection); the

@@ -359,11 +359,7 @@ pub fn sample_states(pool: PgPool) -> service_runtime::task::AbortOnDrop<()> {
     service_runtime::task::AbortOnDrop::spawn(async move {
         loop {
             if let Ok(counts) = db::count_unfinished(&pool).await {
-                for state in SagaState::ALL.into_iter().filter(|s| !s.is_final()) {
-                    let n = counts
-                        .iter()
-                        .find(|(s, _)| s == state.as_str())
-                        .map_or(0, |(_, n)| *n);
+                for (state, n) in counts {
                     metrics::gauge!("sagas", "state" => state.as_str()).set(n as f64);
                 }
             }

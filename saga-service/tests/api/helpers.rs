@@ -6,6 +6,7 @@ use contracts::orders::v1::{
     self as pb, command_service_client::CommandServiceClient,
     query_service_client::QueryServiceClient, saga_service_client::SagaServiceClient,
 };
+use saga_service::saga::{Policy, Saga, SagaLine};
 use service_runtime::telemetry::LogFormat;
 use sqlx::PgPool;
 use test_support::Running;
@@ -232,4 +233,34 @@ pub async fn product_view(q: &mut Queries, pool: &PgPool, sku: &str) -> pb::Prod
     .into_inner()
     .product
     .unwrap()
+}
+
+/// A saga policy with the test configuration's timings.
+pub fn policy() -> Policy {
+    Policy {
+        reserve_deadline: Duration::from_secs(10),
+        authorize_deadline: Duration::from_secs(10),
+        confirm_deadline: Duration::from_secs(10),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        max_compensation_attempts: 3,
+        attempt_timeout: Duration::from_secs(1),
+    }
+}
+
+/// A saga just started for an order of one SKU-1, written by no one yet.
+pub fn saga(order_id: uuid::Uuid) -> Saga {
+    Saga::start(
+        order_id,
+        uuid::Uuid::new_v4(),
+        vec![SagaLine {
+            sku: "SKU-1".into(),
+            quantity: 1,
+        }],
+        PRICE,
+        "EUR".into(),
+        "card".into(),
+        chrono::Utc::now(),
+        &policy(),
+    )
 }

@@ -145,3 +145,24 @@ async fn the_metrics_move_with_what_happens(pool: PgPool) {
     eventually(addr, |t| value(t, "event_log_held_back_events", &[]) >= 1.0).await;
     open.rollback().await.unwrap();
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn the_state_gauge_counts_every_unfinished_state_and_no_finished_one(pool: PgPool) {
+    use saga_service::saga::SagaState;
+    let mut conn = pool.acquire().await.unwrap();
+    let mut sagas: Vec<_> = (0..4).map(|_| saga(uuid::Uuid::new_v4())).collect();
+    sagas[0].state = SagaState::Completed;
+    sagas[1].state = SagaState::Compensated;
+    sagas[2].state = SagaState::NeedsAttention;
+    saga_service::db::insert(&mut conn, &sagas).await.unwrap();
+    // (The gauge is set from these, every 5 s; the process's recorder is shared by the
+    // tests running in it, so the query is checked rather than the gauge.)
+    assert_eq!(
+        saga_service::db::count_unfinished(&pool).await.unwrap(),
+        vec![
+            (SagaState::Running, 1),
+            (SagaState::Compensating, 0),
+            (SagaState::NeedsAttention, 1)
+        ]
+    );
+}
