@@ -93,16 +93,11 @@ impl FollowerBatch {
         }
     }
 
-    /// How many sagas the batch may start or flag, at most (a saga started and flagged in
-    /// the same batch counts twice; a cancellation may find no saga to flag): the number of
-    /// workers to wake.
-    pub fn len(&self) -> usize {
+    /// How many workers to wake once the batch is written: one for each saga it may start
+    /// or flag, at most (a saga started and flagged in the same batch counts twice; a
+    /// cancellation may find no saga to flag).
+    pub fn workers_to_wake(&self) -> usize {
         self.started.len() + self.cancelled.len()
-    }
-
-    /// True when the batch changes no saga.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -139,6 +134,8 @@ fn bind_sagas<'q>(query: Query<'q>, sagas: &'q [Saga]) -> Query<'q> {
         .bind(each(sagas, |s| s.currency.as_str()))
         .bind(each(sagas, |s| s.payment_method.as_str()))
         .bind(each(sagas, |s| s.state.as_str()))
+        // A plan travels as one comma-joined text (`string_to_array` rebuilds it): a
+        // PostgreSQL array of arrays must be rectangular, and `unnest` flattens it.
         .bind(each(sagas, |s| {
             s.plan
                 .iter()

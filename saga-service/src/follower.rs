@@ -130,7 +130,7 @@ async fn follow(
         checkpoint = last;
         metrics::counter!("saga_started_total").increment(changes.started.len() as u64);
         // One idle worker per saga that changed, rather than every worker racing to claim.
-        for _ in 0..changes.len() {
+        for _ in 0..changes.workers_to_wake() {
             work.notify_one();
         }
     }
