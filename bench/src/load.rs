@@ -269,24 +269,28 @@ async fn lifecycle_scenario(
     } else {
         &[50, 70, 90, 100]
     };
+    // The highest rate served in full with every lower rate tried served too: a phase that
+    // refuses or leaves a backlog sets the limit, whatever a later phase shows.
     let mut bounded = None;
+    let mut served_so_far = true;
     for &share in shares {
         let rate = ((saturation * share as f64 / 100.0) as u64).max(10);
         let label = format!("{share}% of the mix's saturation");
         let (left, refused) = lifecycle::open(ctx, mix, rate, &label, rows).await;
         // Served in full: nothing refused, and less than one second's placements still
         // waiting for the saga at the end.
-        if refused == 0 && (left as f64) <= rate as f64 * place_share {
+        served_so_far &= refused == 0 && (left as f64) <= rate as f64 * place_share;
+        if served_so_far {
             bounded = Some(rate);
         }
     }
     rows.push(Row::new(
         match bounded {
             Some(rate) => format!(
-                "highest open-loop lifecycle rate served in full (nothing refused, saga backlog bounded): {rate} commands/s ({:.0} orders placed/s)",
+                "highest open-loop lifecycle rate served in full, as was every lower rate tried (nothing refused, under a second's placements waiting at the end): {rate} commands/s ({:.0} orders placed/s)",
                 rate as f64 * place_share
             ),
-            None => "highest open-loop lifecycle rate served in full: none of those tried".into(),
+            None => "highest open-loop lifecycle rate served in full: not even the lowest tried".into(),
         },
         crate::measure::Stats {
             rate: bounded.unwrap_or(0) as f64,
