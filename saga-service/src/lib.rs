@@ -75,8 +75,10 @@ pub struct Config {
     pub pool_size: u32,
     /// Sagas driven at once by this instance. A saga spends most of its time waiting for
     /// command-service, so this is well above the cores: 32 confirmed 13% more orders/s
-    /// than 8 on 2 cores (BENCHMARKS.md).
-    #[arg(long, env = "SAGA_WORKERS", default_value_t = 32)]
+    /// than 8 on 2 cores, and 64 halved the open-loop tail of 32, whose workers were all
+    /// busy whenever the machine stalled, so new sagas waited to be claimed; 128 did no
+    /// better (BENCHMARKS.md). Each idle worker polls once a second.
+    #[arg(long, env = "SAGA_WORKERS", default_value_t = 64)]
     pub workers: usize,
     /// How long a claimed saga stays with this instance without progress (ms); a crashed
     /// instance's sagas are taken over after this.
