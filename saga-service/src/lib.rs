@@ -77,7 +77,7 @@ pub struct Config {
     /// command-service, so this is well above the cores: 32 confirmed 13% more orders/s
     /// than 8 on 2 cores, and 64 halved the open-loop tail of 32, whose workers were all
     /// busy whenever the machine stalled, so new sagas waited to be claimed; 128 did no
-    /// better (BENCHMARKS.md). Each idle worker polls once a second.
+    /// better (BENCHMARKS.md).
     #[arg(long, env = "SAGA_WORKERS", default_value_t = 64)]
     pub workers: usize,
     /// How long a claimed saga stays with this instance without progress (ms); a crashed
@@ -204,6 +204,12 @@ pub async fn run_with_clock(
         work.clone(),
         stopping.clone(),
     ))];
+    let poll = Arc::new(Notify::new());
+    tasks.push(AbortOnDrop::spawn(worker::tick_polls(
+        poll.clone(),
+        Duration::from_secs(1),
+        stopping.clone(),
+    )));
     let owner = uuid::Uuid::new_v4();
     for _ in 0..config.workers.max(1) {
         let worker = worker::Worker {
@@ -214,7 +220,7 @@ pub async fn run_with_clock(
             owner,
             lease: Duration::from_millis(config.lease_ms),
             work: work.clone(),
-            idle_poll: Duration::from_secs(1),
+            poll: poll.clone(),
             failpoint: config.failpoint,
         };
         tasks.push(AbortOnDrop::spawn(worker.run(stopping.clone())));

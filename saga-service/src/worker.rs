@@ -84,35 +84,60 @@ pub struct Worker {
     pub lease: Duration,
     /// Fires when the follower started or flagged sagas.
     pub work: Arc<Notify>,
-    /// How often an idle worker looks for due sagas anyway: sagas another instance let go,
-    /// or whose wake-up was lost with a crash (this instance's retries wake a worker when
-    /// they are due).
-    pub idle_poll: Duration,
+    /// Fires for one idle worker at a time, every second ([`tick_polls`]): the instance looks for
+    /// due sagas anyway, sagas another instance let go or whose wake-up was lost with a
+    /// crash (this instance's retries wake a worker when they are due). A worker that
+    /// finds a saga this way passes the poll on, so a backlog found by a poll is taken up
+    /// by every idle worker, while an idle instance makes one claim a second, not one per
+    /// worker.
+    pub poll: Arc<Notify>,
     /// Test-only crash point.
     pub failpoint: Option<Failpoint>,
+}
+
+/// Wakes one idle worker every `every` until `shutdown` flips (see [`Worker::poll`]).
+pub async fn tick_polls(poll: Arc<Notify>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => poll.notify_one(),
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 impl Worker {
     /// Runs until `shutdown` flips.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(10));
+        let mut woken_by_poll = false;
         while !*shutdown.borrow() {
             // Taken before looking: a wake-up sent between the look and the wait is kept
             // (as a permit for `notify_one`, or for this future by `notify_waiters`).
             let work = self.work.clone();
             let notified = work.notified();
+            let poll = self.poll.clone();
+            let polled = poll.notified();
             // The lease runs from the clock reading the claim is made with, at the latest.
             let claiming = std::time::Instant::now();
             match db::claim(&self.pool, self.owner, self.clock.now(), lease).await {
-                Ok(Some(saga)) => self.drive(saga, claiming).await,
-                Ok(None) => {
-                    tokio::select! {
-                        () = notified => {}
-                        _ = tokio::time::sleep(self.idle_poll) => {}
-                        _ = shutdown.wait_for(|s| *s) => return,
+                Ok(Some(saga)) => {
+                    if std::mem::take(&mut woken_by_poll) {
+                        self.poll.notify_one();
                     }
+                    self.drive(saga, claiming).await;
+                }
+                Ok(None) => {
+                    woken_by_poll = tokio::select! {
+                        () = notified => false,
+                        () = polled => true,
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    };
+                    continue;
                 }
                 Err(err) => {
+                    woken_by_poll = false;
                     tracing::warn!(error = %err, "cannot claim a saga");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
