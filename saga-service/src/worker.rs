@@ -84,9 +84,9 @@ pub struct Worker {
     pub lease: Duration,
     /// Fires when the follower started or flagged sagas.
     pub work: Arc<Notify>,
-    /// Fires for one idle worker at a time, every second ([`tick_polls`]): the instance looks for
-    /// due sagas anyway, sagas another instance let go or whose wake-up was lost with a
-    /// crash (this instance's retries wake a worker when they are due). A worker that
+    /// Fires for one idle worker at a time, every second ([`tick_polls`]): the instance
+    /// looks for due sagas anyway, sagas another instance let go or whose wake-up was lost
+    /// with a crash (this instance's retries wake a worker when they are due). A worker that
     /// finds a saga this way passes the poll on, so a backlog found by a poll is taken up
     /// by every idle worker, while an idle instance makes one claim a second, not one per
     /// worker.
@@ -134,7 +134,6 @@ impl Worker {
                         () = polled => true,
                         _ = shutdown.wait_for(|s| *s) => return,
                     };
-                    continue;
                 }
                 Err(err) => {
                     woken_by_poll = false;
