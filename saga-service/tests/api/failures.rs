@@ -3,6 +3,10 @@
 use contracts::orders::v1::{
     command_service_client::CommandServiceClient, saga_service_client::SagaServiceClient,
 };
+use saga_service::{
+    saga::Step,
+    worker::{Crash, Failpoint},
+};
 use sqlx::PgPool;
 
 use crate::helpers::*;
@@ -74,6 +78,96 @@ async fn a_killed_saga_service_is_resumed_by_its_replacement(pool: PgPool) {
             "{event_type}"
         );
     }
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_dead_instances_sagas_are_taken_up_by_every_idle_worker_at_once(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    const SAGAS: usize = 8;
+    let command = start_command_service(&pool).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    create_product(&mut c, "SKU-1", 100).await;
+    // The first instance stops dead after each reservation: every one of its workers holds
+    // a saga's lease, unsaved, when it is killed.
+    let mut config = saga_config(&pool, command.addr);
+    config.workers = SAGAS;
+    config.lease_ms = 3_000;
+    config.failpoint = Some(Failpoint {
+        after: Step::ReserveStock,
+        crash: Crash::Freeze,
+    });
+    let first = start_saga_service(config).await;
+    let placing = (0..SAGAS).map(|_| {
+        let mut c = c.clone();
+        async move { place_order(&mut c, &[("SKU-1", 1)], "card").await }
+    });
+    let orders = futures::future::join_all(placing).await;
+    for order_id in &orders {
+        wait_for_events(&pool, "StockReserved", order_id, 1).await;
+    }
+    first.kill();
+
+    // The replacement's workers look as they start, find every saga leased, and wait.
+    // Nothing new is placed, so nothing wakes them but the instance's poll, once a second.
+    // Each worker that takes a saga stops dead after its authorisation, holding it: the
+    // authorisations count the workers that took one.
+    let mut config = saga_config(&pool, command.addr);
+    config.workers = SAGAS;
+    // Long enough that no saga is taken twice while the test watches.
+    config.lease_ms = 60_000;
+    config.failpoint = Some(Failpoint {
+        after: Step::AuthorizePayment,
+        crash: Crash::Freeze,
+    });
+    let _replacement = start_saga_service(config).await;
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sagas WHERE lease_until > now() + interval '500 milliseconds'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        held, SAGAS as i64,
+        "the dead instance's leases outlive the start"
+    );
+    let authorised = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM events WHERE event_type = 'PaymentAuthorized'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let mut first_taken = None;
+    let waiting_since = std::time::Instant::now();
+    loop {
+        let n = authorised().await;
+        if n > 0 && first_taken.is_none() {
+            first_taken = Some(std::time::Instant::now());
+        }
+        if n == SAGAS as i64 {
+            break;
+        }
+        assert!(
+            waiting_since.elapsed() < std::time::Duration::from_secs(30),
+            "{n} of {SAGAS} sagas taken up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The worker the poll woke passed it on to the next idle one, and so on: every saga
+    // was taken within a poll or two, not one a second.
+    let took = first_taken.expect("taken").elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(2_500),
+        "the last saga was taken {took:?} after the first; one a second would be {} s",
+        SAGAS - 1
+    );
+    let reserved: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'StockReserved'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(reserved, SAGAS as i64, "each reservation was made once");
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
