@@ -498,6 +498,7 @@ pub async fn open(
     let total = (rate as f64 * d.as_secs_f64()) as u64;
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let writer_before = crate::writer::Totals::read().await;
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let mut tasks = Vec::with_capacity(total as usize);
@@ -547,6 +548,7 @@ pub async fn open(
     let issued = started.elapsed();
     let issued_at = Instant::now();
     let issued_until = chrono::Utc::now();
+    let writer_after = crate::writer::Totals::read().await;
     let left = backlog(pool).await;
     for task in tasks {
         let _ = task.await;
@@ -568,6 +570,15 @@ pub async fn open(
         None,
         if label.starts_with("70%") { "p99 < 100 ms" } else { "" },
     ));
+    if let (Some(before), Some(after)) = (writer_before, writer_after) {
+        let (stats, words) = before.until(after, issued);
+        rows.push(Row::new(
+            format!("lifecycle mix open loop at {rate} commands/s ({label}), command-service's group commit while the commands were sent: appends/s ({words})"),
+            stats,
+            None,
+            "",
+        ));
+    }
     if label.starts_with("70%") {
         let seen = std::mem::take(&mut *seen_by_client.lock().unwrap_or_else(|p| p.into_inner()));
         match hops(pool, started_at, issued_until, &seen).await {

@@ -21,6 +21,7 @@ mod load;
 mod measure;
 mod replica;
 mod report;
+mod writer;
 
 use std::{path::PathBuf, time::Duration};
 
