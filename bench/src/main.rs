@@ -34,7 +34,7 @@ pub enum Mode {
     Smoke,
     /// Under 30 seconds.
     Quick,
-    /// The real run: about 5 minutes.
+    /// The real run: `scripts/bench` takes about 10 minutes with it.
     Full,
 }
 
