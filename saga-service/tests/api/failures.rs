@@ -84,6 +84,7 @@ async fn a_killed_saga_service_is_resumed_by_its_replacement(pool: PgPool) {
 async fn a_dead_instances_sagas_are_taken_up_by_every_idle_worker_at_once(pool: PgPool) {
     service_runtime::telemetry::init_for_tests();
     const SAGAS: usize = 8;
+    let sagas = i64::try_from(SAGAS).unwrap();
     let command = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     create_product(&mut c, "SKU-1", 100).await;
@@ -126,10 +127,7 @@ async fn a_dead_instances_sagas_are_taken_up_by_every_idle_worker_at_once(pool: 
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(
-        held, SAGAS as i64,
-        "the dead instance's leases outlive the start"
-    );
+    assert_eq!(held, sagas, "the dead instance's leases outlive the start");
     let authorised = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM events WHERE event_type = 'PaymentAuthorized'",
@@ -145,7 +143,7 @@ async fn a_dead_instances_sagas_are_taken_up_by_every_idle_worker_at_once(pool: 
         if n > 0 && first_taken.is_none() {
             first_taken = Some(std::time::Instant::now());
         }
-        if n == SAGAS as i64 {
+        if n == sagas {
             break;
         }
         assert!(
@@ -167,7 +165,7 @@ async fn a_dead_instances_sagas_are_taken_up_by_every_idle_worker_at_once(pool: 
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(reserved, SAGAS as i64, "each reservation was made once");
+    assert_eq!(reserved, sagas, "each reservation was made once");
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
