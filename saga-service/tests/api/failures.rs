@@ -80,24 +80,19 @@ async fn a_killed_saga_service_is_resumed_by_its_replacement(pool: PgPool) {
     }
 }
 
+/// The sagas, and the workers of each instance, in the hand-on test below.
+const SAGAS: usize = 8;
+
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_dead_instances_sagas_are_taken_up_by_every_idle_worker_at_once(pool: PgPool) {
     service_runtime::telemetry::init_for_tests();
-    const SAGAS: usize = 8;
     let sagas = i64::try_from(SAGAS).unwrap();
     let command = start_command_service(&pool).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     create_product(&mut c, "SKU-1", 100).await;
     // The first instance stops dead after each reservation: every one of its workers holds
     // a saga's lease, unsaved, when it is killed.
-    let mut config = saga_config(&pool, command.addr);
-    config.workers = SAGAS;
-    config.lease_ms = 3_000;
-    config.failpoint = Some(Failpoint {
-        after: Step::ReserveStock,
-        crash: Crash::Freeze,
-    });
-    let first = start_saga_service(config).await;
+    let first = start_saga_service(freezing(&pool, command.addr, Step::ReserveStock, 3_000)).await;
     let placing = (0..SAGAS).map(|_| {
         let mut c = c.clone();
         async move { place_order(&mut c, &[("SKU-1", 1)], "card").await }
@@ -112,15 +107,14 @@ async fn a_dead_instances_sagas_are_taken_up_by_every_idle_worker_at_once(pool: 
     // Nothing new is placed, so nothing wakes them but the instance's poll, once a second.
     // Each worker that takes a saga stops dead after its authorisation, holding it: the
     // authorisations count the workers that took one.
-    let mut config = saga_config(&pool, command.addr);
-    config.workers = SAGAS;
-    // Long enough that no saga is taken twice while the test watches.
-    config.lease_ms = 60_000;
-    config.failpoint = Some(Failpoint {
-        after: Step::AuthorizePayment,
-        crash: Crash::Freeze,
-    });
-    let _replacement = start_saga_service(config).await;
+    // Its lease is long enough that no saga is taken twice while the test watches.
+    let _replacement = start_saga_service(freezing(
+        &pool,
+        command.addr,
+        Step::AuthorizePayment,
+        60_000,
+    ))
+    .await;
     let held: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM sagas WHERE lease_until > now() + interval '500 milliseconds'",
     )
@@ -166,6 +160,24 @@ async fn a_dead_instances_sagas_are_taken_up_by_every_idle_worker_at_once(pool: 
             .await
             .unwrap();
     assert_eq!(reserved, sagas, "each reservation was made once");
+}
+
+/// A saga-service of `SAGAS` workers, each of which stops dead after `after`'s answer,
+/// with leases of `lease_ms`.
+fn freezing(
+    pool: &PgPool,
+    command: std::net::SocketAddr,
+    after: Step,
+    lease_ms: u64,
+) -> saga_service::Config {
+    let mut config = saga_config(pool, command);
+    config.workers = SAGAS;
+    config.lease_ms = lease_ms;
+    config.failpoint = Some(Failpoint {
+        after,
+        crash: Crash::Freeze,
+    });
+    config
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
