@@ -66,6 +66,22 @@ pub struct FollowerBatch {
     pub started: Vec<Saga>,
     /// Orders cancelled (at most once each), with the reason shown.
     pub cancelled: Vec<(Uuid, String)>,
+    /// The lease the first sagas of `started` are written with, if any.
+    pub hand_off: Option<HandOff>,
+}
+
+/// A lease the follower writes on the first `count` sagas it starts, in the statement
+/// that starts them, so that its own instance's idle workers drive them without a claim.
+/// Such a saga is leased like a claimed one: if the instance dies before driving it, any
+/// instance claims it once `until` has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandOff {
+    /// The instance whose workers take the sagas.
+    pub owner: Uuid,
+    /// When the lease runs out.
+    pub until: DateTime<Utc>,
+    /// How many sagas, from the first, get the lease.
+    pub count: usize,
 }
 
 impl FollowerBatch {
@@ -102,30 +118,32 @@ impl FollowerBatch {
 }
 
 /// Inserts sagas (unless one exists for the order: a replayed event), given as arrays in
-/// parameters $1 to $17; `{filter}` may add a WHERE clause. It writes what a saga has from
-/// its start; what a saga records later (settling, reasons, errors, a parked state) is
-/// written by saves.
+/// parameters $1 to $19, the last two their leases; `{filter}` may add a WHERE clause. It
+/// writes what a saga has from its start; what a saga records later (settling, reasons,
+/// errors, a parked state) is written by saves.
 const INSERT_SAGAS: &str = "INSERT INTO sagas (order_id, customer_id, lines, total_minor, currency, payment_method, state, \
        plan, steps, attempts, next_attempt_at, step_deadline, created_at, updated_at, trace_parent, cancel_requested, \
-       cancel_reason) \
+       cancel_reason, lease_owner, lease_until) \
      SELECT order_id, customer_id, lines, total_minor, currency, payment_method, state, string_to_array(plan, ','), \
        steps, attempts, next_attempt_at, step_deadline, created_at, updated_at, trace_parent, cancel_requested, \
-       cancel_reason \
+       cancel_reason, lease_owner, lease_until \
      FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], \
        $9::jsonb[], $10::int[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], \
-       $15::text[], $16::bool[], $17::text[]) \
+       $15::text[], $16::bool[], $17::text[], $18::uuid[], $19::timestamptz[]) \
        AS s(order_id, customer_id, lines, total_minor, currency, payment_method, state, plan, steps, attempts, \
-         next_attempt_at, step_deadline, created_at, updated_at, trace_parent, cancel_requested, cancel_reason) \
+         next_attempt_at, step_deadline, created_at, updated_at, trace_parent, cancel_requested, cancel_reason, \
+         lease_owner, lease_until) \
      {filter} \
      ON CONFLICT (order_id) DO NOTHING";
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds $1 to $17 of [`INSERT_SAGAS`].
-fn bind_sagas<'q>(query: Query<'q>, sagas: &'q [Saga]) -> Query<'q> {
+/// Binds $1 to $19 of [`INSERT_SAGAS`].
+fn bind_sagas<'q>(query: Query<'q>, sagas: &'q [Saga], hand_off: Option<HandOff>) -> Query<'q> {
     fn each<'a, T>(sagas: &'a [Saga], f: impl Fn(&'a Saga) -> T) -> Vec<T> {
         sagas.iter().map(f).collect()
     }
+    let lease = |i: usize| hand_off.filter(|h| i < h.count);
     query
         .bind(each(sagas, |s| s.order_id))
         .bind(each(sagas, |s| s.customer_id))
@@ -154,13 +172,23 @@ fn bind_sagas<'q>(query: Query<'q>, sagas: &'q [Saga]) -> Query<'q> {
         .bind(each(sagas, |s| s.trace_parent.as_deref()))
         .bind(each(sagas, |s| s.cancel_requested))
         .bind(each(sagas, |s| s.cancel_reason.as_deref()))
+        .bind(
+            (0..sagas.len())
+                .map(|i| lease(i).map(|h| h.owner))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            (0..sagas.len())
+                .map(|i| lease(i).map(|h| h.until))
+                .collect::<Vec<_>>(),
+        )
 }
 
 /// Creates sagas, unless one exists for the order (a replayed event). The follower writes
 /// its sagas with [`apply_batch`]; this is for a saga written outside it.
 pub async fn insert(conn: &mut PgConnection, sagas: &[Saga]) -> Result<(), sqlx::Error> {
     let sql = INSERT_SAGAS.replace("{filter}", "");
-    bind_sagas(sqlx::query(sqlx::AssertSqlSafe(sql)), sagas)
+    bind_sagas(sqlx::query(sqlx::AssertSqlSafe(sql)), sagas, None)
         .execute(conn)
         .await?;
     Ok(())
@@ -168,10 +196,12 @@ pub async fn insert(conn: &mut PgConnection, sagas: &[Saga]) -> Result<(), sqlx:
 
 /// Applies one follower batch in one statement (so one transaction): moves the
 /// follower's checkpoint from `from` to `to` with compare-and-set, starts the batch's
-/// sagas, and flags the sagas of orders cancelled, so that a running saga settles its step
-/// in flight and compensates, a completed one gives back what it took, and a parked one
-/// does so once an operator resumes it (the worker acts on the flag). Nothing is written
-/// when the checkpoint moved meanwhile (another follower): then it returns false.
+/// sagas (the first ones leased, if the batch hands some off), and flags the sagas of
+/// orders cancelled, so that a running saga settles its step in flight and compensates, a
+/// completed one gives back what it took, and a parked one does so once an operator
+/// resumes it (the worker acts on the flag). Returns the sagas written with the batch's
+/// lease (not those a replayed event found already there), or `None`, having written
+/// nothing, when the checkpoint moved meanwhile (another follower).
 pub async fn apply_batch(
     conn: &mut PgConnection,
     name: &str,
@@ -180,45 +210,64 @@ pub async fn apply_batch(
     applied: i64,
     batch: &FollowerBatch,
     now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
     let sql = format!(
         "WITH moved AS ( \
-           UPDATE projection_checkpoints SET transaction_id = $21, global_position = $22, \
-             events_applied = events_applied + $23, updated_at = now() \
-           WHERE projection = $18 AND transaction_id = $19 AND global_position = $20 \
+           UPDATE projection_checkpoints SET transaction_id = $23, global_position = $24, \
+             events_applied = events_applied + $25, updated_at = now() \
+           WHERE projection = $20 AND transaction_id = $21 AND global_position = $22 \
            RETURNING 1 \
          ), started AS ( \
-           {insert} \
+           {insert} RETURNING order_id, lease_owner \
          ), flagged AS ( \
            UPDATE sagas SET cancel_requested = true, cancel_reason = c.reason, \
-             next_attempt_at = least(sagas.next_attempt_at, $26) \
-           FROM unnest($24::uuid[], $25::text[]) AS c(order_id, reason) \
+             next_attempt_at = least(sagas.next_attempt_at, $28) \
+           FROM unnest($26::uuid[], $27::text[]) AS c(order_id, reason) \
            WHERE sagas.order_id = c.order_id AND EXISTS (SELECT 1 FROM moved) \
              AND sagas.state IN ('running', 'completed', 'needs_attention') AND NOT sagas.cancel_requested \
          ) \
-         SELECT count(*) FROM moved",
+         SELECT (SELECT count(*) FROM moved), \
+           ARRAY(SELECT order_id FROM started WHERE lease_owner IS NOT NULL)",
         insert = INSERT_SAGAS.replace("{filter}", "WHERE EXISTS (SELECT 1 FROM moved)"),
     );
-    let moved: i64 = bind_sagas(sqlx::query(sqlx::AssertSqlSafe(sql)), &batch.started)
-        .bind(name)
-        .bind(from.to_columns().0)
-        .bind(from.to_columns().1)
-        .bind(to.to_columns().0)
-        .bind(to.to_columns().1)
-        .bind(applied)
-        .bind(batch.cancelled.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind(
-            batch
-                .cancelled
-                .iter()
-                .map(|c| c.1.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(now)
-        .fetch_one(conn)
-        .await
-        .and_then(|row| row.try_get(0))?;
-    Ok(moved == 1)
+    let row = bind_sagas(
+        sqlx::query(sqlx::AssertSqlSafe(sql)),
+        &batch.started,
+        batch.hand_off,
+    )
+    .bind(name)
+    .bind(from.to_columns().0)
+    .bind(from.to_columns().1)
+    .bind(to.to_columns().0)
+    .bind(to.to_columns().1)
+    .bind(applied)
+    .bind(batch.cancelled.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind(
+        batch
+            .cancelled
+            .iter()
+            .map(|c| c.1.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    let moved: i64 = row.try_get(0)?;
+    (moved == 1).then(|| row.try_get(1)).transpose()
+}
+
+/// Gives up this instance's lease on sagas it was handed but never drove (at shutdown),
+/// so that any instance may claim them at once.
+pub async fn release(pool: &PgPool, order_ids: &[Uuid], owner: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sagas SET lease_owner = NULL, lease_until = NULL \
+         WHERE order_id = ANY($1) AND lease_owner = $2",
+    )
+    .bind(order_ids)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Takes the lease of one due saga that nobody holds, for `lease` from `now`.

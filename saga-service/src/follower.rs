@@ -6,7 +6,10 @@
 //! checkpoint is moved with compare-and-set, so even two followers could not both apply a
 //! batch.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use domain_events::{DomainEvent, EventType, StoredEvent};
 use event_store::{PostgresEventStore, RecordedEvent, Subscription};
@@ -17,6 +20,7 @@ use tokio::sync::{Notify, watch};
 use crate::{
     db,
     saga::{Policy, Saga, SagaLine},
+    worker::Handoffs,
 };
 
 /// The follower's checkpoint name.
@@ -35,6 +39,7 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     policy: Policy,
     work: Arc<Notify>,
+    handoffs: Arc<Handoffs>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let options = (*pool.connect_options())
@@ -59,6 +64,7 @@ pub async fn run(
                     clock.as_ref(),
                     &policy,
                     &work,
+                    &handoffs,
                     &mut shutdown,
                 )
                 .await
@@ -90,6 +96,7 @@ async fn follow(
     clock: &dyn Clock,
     policy: &Policy,
     work: &Notify,
+    handoffs: &Handoffs,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut checkpoint = db::checkpoint(conn, FOLLOWER, &INTERESTING).await?;
@@ -112,25 +119,36 @@ async fn follow(
             take(&mut changes, recorded, clock, policy)?;
         }
         let applied = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        // The sagas this instance's idle workers can take at once are written with its
+        // lease and handed to them, so they are not claimed again.
+        let leased_at = Instant::now();
+        let now = clock.now();
+        let count = handoffs.idle().min(changes.started.len());
+        if count > 0 {
+            changes.hand_off = Some(db::HandOff {
+                owner: handoffs.owner,
+                until: now + chrono::Duration::from_std(handoffs.lease).unwrap_or_default(),
+                count,
+            });
+        }
         // One statement, so one transaction and one round trip: the sagas started, the
         // cancellations flagged and the checkpoint moved, or none of them.
-        if !db::apply_batch(
-            conn,
-            FOLLOWER,
-            checkpoint,
-            last,
-            applied,
-            &changes,
-            clock.now(),
-        )
-        .await?
-        {
+        let Some(leased) =
+            db::apply_batch(conn, FOLLOWER, checkpoint, last, applied, &changes, now).await?
+        else {
             anyhow::bail!("the saga follower's checkpoint moved under it");
-        }
+        };
         checkpoint = last;
         metrics::counter!("saga_started_total").increment(changes.started.len() as u64);
+        metrics::counter!("saga_handed_off_total").increment(leased.len() as u64);
         // One idle worker per saga that changed, rather than every worker racing to claim.
-        for _ in 0..changes.workers_to_wake() {
+        let wake = changes.workers_to_wake();
+        if !leased.is_empty() {
+            // A replayed placement (its saga already written) is not among them.
+            let handed = changes.started.into_iter().take(count);
+            handoffs.push(handed.filter(|s| leased.contains(&s.order_id)), leased_at);
+        }
+        for _ in 0..wake {
             work.notify_one();
         }
     }

@@ -195,6 +195,11 @@ pub async fn run_with_clock(
     );
     let work = Arc::new(Notify::new());
     let (stop, stopping) = watch::channel(false);
+    let owner = uuid::Uuid::new_v4();
+    let handoffs = Arc::new(worker::Handoffs::new(
+        owner,
+        Duration::from_millis(config.lease_ms),
+    ));
 
     let mut tasks = vec![AbortOnDrop::spawn(follower::run(
         pool.clone(),
@@ -202,6 +207,7 @@ pub async fn run_with_clock(
         clock.clone(),
         policy.clone(),
         work.clone(),
+        handoffs.clone(),
         stopping.clone(),
     ))];
     let poll = Arc::new(Notify::new());
@@ -210,7 +216,6 @@ pub async fn run_with_clock(
         Duration::from_secs(1),
         stopping.clone(),
     )));
-    let owner = uuid::Uuid::new_v4();
     for _ in 0..config.workers.max(1) {
         let worker = worker::Worker {
             pool: pool.clone(),
@@ -221,6 +226,7 @@ pub async fn run_with_clock(
             lease: Duration::from_millis(config.lease_ms),
             work: work.clone(),
             poll: poll.clone(),
+            handoffs: handoffs.clone(),
             failpoint: config.failpoint,
         };
         tasks.push(AbortOnDrop::spawn(worker.run(stopping.clone())));
@@ -247,6 +253,13 @@ pub async fn run_with_clock(
     let _ = stop.send(true);
     for mut task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut task.0).await;
+    }
+    // Sagas handed off but never driven go back to whoever claims first.
+    let undriven = handoffs.drain();
+    if !undriven.is_empty()
+        && let Err(err) = db::release(&pool, &undriven, owner).await
+    {
+        tracing::warn!(error = %err, sagas = undriven.len(), "cannot release sagas handed off; their lease runs out instead");
     }
     pool.close().await;
     result?;

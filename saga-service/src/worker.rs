@@ -1,5 +1,5 @@
-//! Drives due sagas: claim one with a lease, send its step (or void it), record the
-//! answer, repeat.
+//! Drives due sagas: claim one with a lease (or take one the follower started with this
+//! instance's lease, [`Handoffs`]), send its step (or void it), record the answer, repeat.
 //!
 //! The saga row is written after every answer that changes more than which step is next
 //! (a failure, a retry's wait, settling, compensation starting, the end), before the next
@@ -16,7 +16,14 @@
 //! point, or a save that a database crash loses, leaves a saga that any worker resumes
 //! (once the lease runs out) to the same outcome, without reserving or charging twice.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use service_runtime::Clock;
 use sqlx::PgPool;
@@ -67,6 +74,65 @@ impl std::str::FromStr for Failpoint {
     }
 }
 
+/// Sagas this instance's follower started with a lease for this instance
+/// ([`db::HandOff`]), waiting for a worker, and how many workers are idle. The follower
+/// hands off at most as many sagas as there are idle workers, so a handed-off saga is
+/// driven at once, without the claim (a round trip, and the statement's search for a due
+/// saga) that any other saga waits for.
+#[derive(Debug)]
+pub struct Handoffs {
+    /// The instance the sagas are leased to.
+    pub owner: Uuid,
+    /// How long the lease lasts.
+    pub lease: Duration,
+    queue: Mutex<VecDeque<(Saga, Instant)>>,
+    idle: AtomicUsize,
+}
+
+impl Handoffs {
+    /// Nothing handed off yet, no worker idle yet.
+    pub fn new(owner: Uuid, lease: Duration) -> Handoffs {
+        Handoffs {
+            owner,
+            lease,
+            queue: Mutex::new(VecDeque::new()),
+            idle: AtomicUsize::new(0),
+        }
+    }
+
+    /// Workers waiting for work now.
+    pub fn idle(&self) -> usize {
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    /// Queues sagas written with this instance's lease; `leased_at` is read before the
+    /// clock reading the lease runs from.
+    pub fn push(&self, sagas: impl IntoIterator<Item = Saga>, leased_at: Instant) {
+        self.lock()
+            .extend(sagas.into_iter().map(|saga| (saga, leased_at)));
+    }
+
+    /// Empties the queue (at shutdown): the sagas no worker took, to release.
+    pub fn drain(&self) -> Vec<Uuid> {
+        self.lock()
+            .drain(..)
+            .map(|(saga, _)| saga.order_id)
+            .collect()
+    }
+
+    /// The next saga handed off, and whether more are waiting.
+    fn take(&self) -> Option<(Saga, Instant, bool)> {
+        let mut queue = self.lock();
+        let (saga, leased_at) = queue.pop_front()?;
+        Some((saga, leased_at, !queue.is_empty()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Saga, Instant)>> {
+        // A panic while the lock is held cannot leave the queue half-changed.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// What a worker needs.
 #[derive(Clone)]
 pub struct Worker {
@@ -91,6 +157,8 @@ pub struct Worker {
     /// by every idle worker, while an idle instance makes one claim a second, not one per
     /// worker.
     pub poll: Arc<Notify>,
+    /// Sagas the follower handed to this instance.
+    pub handoffs: Arc<Handoffs>,
     /// Test-only crash point.
     pub failpoint: Option<Failpoint>,
 }
@@ -113,6 +181,14 @@ impl Worker {
         let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(10));
         let mut woken_by_poll = false;
         while !*shutdown.borrow() {
+            if let Some((saga, leased_at, more)) = self.handoffs.take() {
+                if more {
+                    // Pass the rest on, should their wake-ups have gone to fewer workers.
+                    self.work.notify_one();
+                }
+                self.drive(saga, leased_at).await;
+                continue;
+            }
             // Taken before looking: a wake-up sent between the look and the wait is kept
             // (as a permit for `notify_one`, or for this future by `notify_waiters`).
             let work = self.work.clone();
@@ -120,7 +196,7 @@ impl Worker {
             let poll = self.poll.clone();
             let polled = poll.notified();
             // The lease runs from the clock reading the claim is made with, at the latest.
-            let claiming = std::time::Instant::now();
+            let claiming = Instant::now();
             match db::claim(&self.pool, self.owner, self.clock.now(), lease).await {
                 Ok(Some(saga)) => {
                     if std::mem::take(&mut woken_by_poll) {
@@ -129,11 +205,15 @@ impl Worker {
                     self.drive(saga, claiming).await;
                 }
                 Ok(None) => {
-                    woken_by_poll = tokio::select! {
-                        () = notified => false,
-                        () = polled => true,
-                        _ = shutdown.wait_for(|s| *s) => return,
+                    self.handoffs.idle.fetch_add(1, Ordering::Relaxed);
+                    let woken = tokio::select! {
+                        () = notified => Some(false),
+                        () = polled => Some(true),
+                        _ = shutdown.wait_for(|s| *s) => None,
                     };
+                    self.handoffs.idle.fetch_sub(1, Ordering::Relaxed);
+                    let Some(by_poll) = woken else { return };
+                    woken_by_poll = by_poll;
                 }
                 Err(err) => {
                     woken_by_poll = false;
@@ -150,7 +230,7 @@ impl Worker {
     /// Runs a claimed saga's steps for as long as they are due. Whatever the saga's saved
     /// deadline says, a claimed step is sent (or voided) before it is judged: a saga taken
     /// over after a crash first asks again.
-    async fn drive(&mut self, mut saga: Saga, claiming: std::time::Instant) {
+    async fn drive(&mut self, mut saga: Saga, claiming: Instant) {
         // Steps are chained without a save only in the first half of the lease.
         let chain_until = claiming + self.lease / 2;
         // Set when the saga went on unsaved: its row is read beside the next send.

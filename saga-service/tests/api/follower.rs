@@ -5,7 +5,7 @@ use contracts::orders::v1::{
     saga_service_client::SagaServiceClient,
 };
 use event_store::Position;
-use saga_service::db::{self, FollowerBatch};
+use saga_service::db::{self, FollowerBatch, HandOff};
 use sqlx::PgPool;
 
 use crate::helpers::*;
@@ -75,14 +75,24 @@ async fn a_batch_writes_all_of_itself_or_nothing(pool: PgPool) {
     // Placed and cancelled in this batch: flagged before it is written.
     batch.start(saga(withdrawn));
     batch.cancel(withdrawn, "order cancelled: at once".into(), now);
+    // The first two are handed to this instance's workers: `fresh` is written with the
+    // lease; `earlier` exists already, and keeps the row it has.
+    let (this, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let lease = chrono::Duration::seconds(10);
+    batch.hand_off = Some(HandOff {
+        owner: this,
+        until: now + lease,
+        count: 2,
+    });
     let to = Position::from_columns(7, 9).unwrap();
 
     // A checkpoint that moved meanwhile (another follower) writes nothing.
     let elsewhere = Position::from_columns(5, 1).unwrap();
-    assert!(
-        !db::apply_batch(&mut conn, "test_follower", elsewhere, to, 2, &batch, now)
+    assert_eq!(
+        db::apply_batch(&mut conn, "test_follower", elsewhere, to, 2, &batch, now)
             .await
-            .unwrap()
+            .unwrap(),
+        None
     );
     assert_eq!(flags(&pool).await.len(), 1, "no saga started");
     assert!(!flags(&pool).await[0].1, "no saga flagged");
@@ -94,10 +104,12 @@ async fn a_batch_writes_all_of_itself_or_nothing(pool: PgPool) {
     );
 
     // From where it stands, all of it.
-    assert!(
+    assert_eq!(
         db::apply_batch(&mut conn, "test_follower", start, to, 2, &batch, now)
             .await
-            .unwrap()
+            .unwrap(),
+        Some(vec![fresh]),
+        "only the saga written with the lease is handed off"
     );
     let mut expected = vec![
         (earlier, true, Some("order cancelled: late".to_owned())),
@@ -114,11 +126,64 @@ async fn a_batch_writes_all_of_itself_or_nothing(pool: PgPool) {
     );
     assert_eq!(applied(&pool).await, 2);
     // The same batch again finds the checkpoint moved, and changes nothing more.
-    assert!(
-        !db::apply_batch(&mut conn, "test_follower", start, to, 2, &batch, now)
+    assert_eq!(
+        db::apply_batch(&mut conn, "test_follower", start, to, 2, &batch, now)
             .await
-            .unwrap()
+            .unwrap(),
+        None
     );
     assert_eq!(flags(&pool).await, expected);
     assert_eq!(applied(&pool).await, 2);
+
+    // Another instance claims every due saga but the one handed off (and holds them)...
+    let due = chrono::Utc::now();
+    let mut claimed = Vec::new();
+    let hour = chrono::Duration::hours(1);
+    while let Some(saga) = db::claim(&pool, other, due, hour).await.unwrap() {
+        claimed.push(saga.order_id);
+    }
+    claimed.sort();
+    let mut unleased = vec![earlier, withdrawn];
+    unleased.sort();
+    assert_eq!(claimed, unleased);
+    // ... and that one too once its lease has run out, as after a crash before any worker
+    // of the instance it was handed to drove it.
+    let later = due + lease + chrono::Duration::milliseconds(1);
+    let taken = db::claim(&pool, other, later, lease).await.unwrap();
+    assert_eq!(taken.map(|s| s.order_id), Some(fresh));
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn sagas_handed_off_and_never_driven_are_released(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let start = db::checkpoint(&mut conn, "test_follower", &["OrderPlaced"])
+        .await
+        .unwrap();
+    let (handed, owner, other) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    let mut batch = FollowerBatch::default();
+    batch.start(saga(handed));
+    // Due from now on.
+    let now = chrono::Utc::now();
+    let lease = chrono::Duration::seconds(10);
+    batch.hand_off = Some(HandOff {
+        owner,
+        until: now + lease,
+        count: 1,
+    });
+    let to = Position::from_columns(7, 9).unwrap();
+    let leased = db::apply_batch(&mut conn, "test_follower", start, to, 1, &batch, now)
+        .await
+        .unwrap();
+    assert_eq!(leased, Some(vec![handed]));
+    assert!(db::claim(&pool, other, now, lease).await.unwrap().is_none());
+    // Another owner's release changes nothing; the owner's frees it at once.
+    db::release(&pool, &[handed], other).await.unwrap();
+    assert!(db::claim(&pool, other, now, lease).await.unwrap().is_none());
+    db::release(&pool, &[handed], owner).await.unwrap();
+    let taken = db::claim(&pool, other, now, lease).await.unwrap();
+    assert_eq!(taken.map(|s| s.order_id), Some(handed));
 }

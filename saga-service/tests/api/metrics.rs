@@ -131,6 +131,10 @@ async fn the_metrics_move_with_what_happens(pool: PgPool) {
         ) > 0.0
     );
     assert!(value(&after, "event_store_group_commit_commands_count", &[]) > 0.0);
+    // The saga-service's workers were idle: the follower handed them the sagas it started.
+    assert!(
+        value(&after, "saga_handed_off_total", &[]) > value(&before, "saga_handed_off_total", &[])
+    );
 
     // A transaction left open holds the log back, and the gauge says so.
     let mut holder = sqlx::PgConnection::connect(&test_support::database_url(&pool))

@@ -216,6 +216,10 @@ fn describe() {
         "Sagas started (one per placed order)."
     );
     describe_counter!(
+        "saga_handed_off_total",
+        "Sagas the follower started with its own instance's lease, for an idle worker to drive without a claim."
+    );
+    describe_counter!(
         "saga_finished_total",
         "Sagas that reached a final state, by state (completed, compensated)."
     );
