@@ -643,7 +643,7 @@ async fn hops(
     const NAMES: [&str; 6] = [
         "PlaceOrder decided → answered (its own write)",
         "PlaceOrder decided → saga started (the write, the follower)",
-        "saga started → stock reserved (the follower's commit, the claim, ReserveStock)",
+        "saga started → stock reserved (the follower's commit, the hand-off to an idle worker or a claim, ReserveStock)",
         "stock reserved → payment authorised (the write, AuthorizePayment)",
         "payment authorised → order confirmed (the write, ConfirmOrder)",
         "order confirmed → WatchOrder shows it (the write, the projector, the stream)",
