@@ -67,15 +67,16 @@ pub struct FollowerBatch {
     /// Orders cancelled (at most once each), with the reason shown.
     pub cancelled: Vec<(Uuid, String)>,
     /// The lease the first sagas of `started` are written with, if any.
-    pub hand_off: Option<HandOff>,
+    pub handoff: Option<Handoff>,
 }
 
 /// A lease the follower writes on the first `count` sagas it starts, in the statement
 /// that starts them, so that its own instance's idle workers drive them without a claim.
 /// Such a saga is leased like a claimed one: if the instance dies before driving it, any
-/// instance claims it once `until` has passed.
+/// instance claims it once `until` has passed (a saga not handed off is claimable at
+/// once; that is the price of sparing the claim).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HandOff {
+pub struct Handoff {
     /// The instance whose workers take the sagas.
     pub owner: Uuid,
     /// When the lease runs out.
@@ -96,13 +97,8 @@ impl FollowerBatch {
     /// before it is written: the statement's parts all read the table as it was before
     /// the statement, so its UPDATE cannot see the rows its INSERT adds.
     pub fn cancel(&mut self, order_id: Uuid, reason: String, now: DateTime<Utc>) {
-        if let Some(saga) = self.started.iter_mut().find(|s| s.order_id == order_id)
-            && saga.state == SagaState::Running
-            && !saga.cancel_requested
-        {
-            saga.cancel_requested = true;
-            saga.cancel_reason = Some(reason.clone());
-            saga.next_attempt_at = saga.next_attempt_at.min(now);
+        if let Some(saga) = self.started.iter_mut().find(|s| s.order_id == order_id) {
+            flag_cancelled(saga, &reason, now);
         }
         if !self.cancelled.iter().any(|(id, _)| *id == order_id) {
             self.cancelled.push((order_id, reason));
@@ -114,6 +110,16 @@ impl FollowerBatch {
     /// cancellation may find no saga to flag).
     pub fn workers_to_wake(&self) -> usize {
         self.started.len() + self.cancelled.len()
+    }
+}
+
+/// Flags a saga not yet written (or written but not yet driven) as cancelled, as
+/// [`apply_batch`] flags a stored one that is running.
+pub fn flag_cancelled(saga: &mut Saga, reason: &str, now: DateTime<Utc>) {
+    if saga.state == SagaState::Running && !saga.cancel_requested {
+        saga.cancel_requested = true;
+        saga.cancel_reason = Some(reason.to_owned());
+        saga.next_attempt_at = saga.next_attempt_at.min(now);
     }
 }
 
@@ -139,11 +145,11 @@ const INSERT_SAGAS: &str = "INSERT INTO sagas (order_id, customer_id, lines, tot
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds $1 to $19 of [`INSERT_SAGAS`].
-fn bind_sagas<'q>(query: Query<'q>, sagas: &'q [Saga], hand_off: Option<HandOff>) -> Query<'q> {
+fn bind_sagas<'q>(query: Query<'q>, sagas: &'q [Saga], handoff: Option<Handoff>) -> Query<'q> {
     fn each<'a, T>(sagas: &'a [Saga], f: impl Fn(&'a Saga) -> T) -> Vec<T> {
         sagas.iter().map(f).collect()
     }
-    let lease = |i: usize| hand_off.filter(|h| i < h.count);
+    let lease = |i: usize| handoff.filter(|h| i < h.count);
     query
         .bind(each(sagas, |s| s.order_id))
         .bind(each(sagas, |s| s.customer_id))
@@ -233,7 +239,7 @@ pub async fn apply_batch(
     let row = bind_sagas(
         sqlx::query(sqlx::AssertSqlSafe(sql)),
         &batch.started,
-        batch.hand_off,
+        batch.handoff,
     )
     .bind(name)
     .bind(from.to_columns().0)
@@ -256,8 +262,9 @@ pub async fn apply_batch(
     (moved == 1).then(|| row.try_get(1)).transpose()
 }
 
-/// Gives up this instance's lease on sagas it was handed but never drove (at shutdown),
-/// so that any instance may claim them at once.
+/// Gives up `owner`'s lease on sagas it was handed but never drove (at shutdown, or when
+/// the follower cannot tell whether its batch was written), so that any instance may
+/// claim them at once.
 pub async fn release(pool: &PgPool, order_ids: &[Uuid], owner: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE sagas SET lease_owner = NULL, lease_until = NULL \

@@ -1,6 +1,8 @@
 //! Follows the event log: starts a saga for every placed order and flags the saga of an
 //! order that was cancelled, storing its checkpoint in the same statement (one
-//! transaction, one round trip per batch).
+//! transaction, one round trip per batch). The sagas its own instance's idle workers can
+//! take at once are written with that instance's lease and handed to them in memory
+//! ([`Handoffs`]), so they are not claimed.
 //!
 //! One instance follows at a time (an advisory lock on the follower's own connection); the
 //! checkpoint is moved with compare-and-set, so even two followers could not both apply a
@@ -125,19 +127,31 @@ async fn follow(
         let now = clock.now();
         let count = handoffs.idle().min(changes.started.len());
         if count > 0 {
-            changes.hand_off = Some(db::HandOff {
+            changes.handoff = Some(db::Handoff {
                 owner: handoffs.owner,
-                until: now + chrono::Duration::from_std(handoffs.lease).unwrap_or_default(),
+                until: handoffs.until(now),
                 count,
             });
         }
         // One statement, so one transaction and one round trip: the sagas started, the
         // cancellations flagged and the checkpoint moved, or none of them.
-        let Some(leased) =
-            db::apply_batch(conn, FOLLOWER, checkpoint, last, applied, &changes, now).await?
-        else {
-            anyhow::bail!("the saga follower's checkpoint moved under it");
-        };
+        let leased =
+            match db::apply_batch(conn, FOLLOWER, checkpoint, last, applied, &changes, now).await {
+                Ok(Some(leased)) => leased,
+                Ok(None) => anyhow::bail!("the saga follower's checkpoint moved under it"),
+                Err(err) => {
+                    // Written or not, no worker has them: free them rather than leave them
+                    // leased until the lease runs out.
+                    let handed: Vec<_> = changes.started[..count]
+                        .iter()
+                        .map(|s| s.order_id)
+                        .collect();
+                    if !handed.is_empty() {
+                        let _ = db::release(store.pool(), &handed, handoffs.owner).await;
+                    }
+                    return Err(err.into());
+                }
+            };
         checkpoint = last;
         metrics::counter!("saga_started_total").increment(changes.started.len() as u64);
         metrics::counter!("saga_handed_off_total").increment(leased.len() as u64);
@@ -147,6 +161,10 @@ async fn follow(
             // A replayed placement (its saga already written) is not among them.
             let handed = changes.started.into_iter().take(count);
             handoffs.push(handed.filter(|s| leased.contains(&s.order_id)), leased_at);
+        }
+        // A saga handed off earlier and not yet taken is driven from its copy: flag it too.
+        for (order_id, reason) in &changes.cancelled {
+            handoffs.cancel(*order_id, reason, now);
         }
         for _ in 0..wake {
             work.notify_one();

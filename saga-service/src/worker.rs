@@ -25,6 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use service_runtime::Clock;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
@@ -75,10 +76,10 @@ impl std::str::FromStr for Failpoint {
 }
 
 /// Sagas this instance's follower started with a lease for this instance
-/// ([`db::HandOff`]), waiting for a worker, and how many workers are idle. The follower
+/// ([`db::Handoff`]), waiting for a worker, and how many workers are idle. The follower
 /// hands off at most as many sagas as there are idle workers, so a handed-off saga is
-/// driven at once, without the claim (a round trip, and the statement's search for a due
-/// saga) that any other saga waits for.
+/// normally taken by the next worker free, without the claim (a round trip, and the
+/// statement's search for a due saga) that any other saga waits for.
 #[derive(Debug)]
 pub struct Handoffs {
     /// The instance the sagas are leased to.
@@ -105,11 +106,24 @@ impl Handoffs {
         self.idle.load(Ordering::Relaxed)
     }
 
+    /// When a lease taken at `now` runs out.
+    pub fn until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + lease_span(self.lease)
+    }
+
     /// Queues sagas written with this instance's lease; `leased_at` is read before the
     /// clock reading the lease runs from.
     pub fn push(&self, sagas: impl IntoIterator<Item = Saga>, leased_at: Instant) {
         self.lock()
             .extend(sagas.into_iter().map(|saga| (saga, leased_at)));
+    }
+
+    /// Flags a queued saga whose order the follower found cancelled, as the batch flagged
+    /// its row: a saga handed off is driven from this copy, without reading the row first.
+    pub fn cancel(&self, order_id: Uuid, reason: &str, now: DateTime<Utc>) {
+        if let Some((saga, _)) = self.lock().iter_mut().find(|(s, _)| s.order_id == order_id) {
+            db::flag_cancelled(saga, reason, now);
+        }
     }
 
     /// Empties the queue (at shutdown): the sagas no worker took, to release.
@@ -120,17 +134,29 @@ impl Handoffs {
             .collect()
     }
 
-    /// The next saga handed off, and whether more are waiting.
+    /// The next saga handed off, and whether more are waiting. A saga that waited for a
+    /// worker through half its lease is dropped instead: its lease runs out before long,
+    /// and it is claimed (and its row read) like any other, never driven from two copies.
     fn take(&self) -> Option<(Saga, Instant, bool)> {
         let mut queue = self.lock();
-        let (saga, leased_at) = queue.pop_front()?;
-        Some((saga, leased_at, !queue.is_empty()))
+        while let Some((saga, leased_at)) = queue.pop_front() {
+            if leased_at.elapsed() < self.lease / 2 {
+                return Some((saga, leased_at, !queue.is_empty()));
+            }
+            tracing::warn!(order_id = %saga.order_id, "a saga handed off waited through half its lease; it is left to be claimed");
+        }
+        None
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Saga, Instant)>> {
         // A panic while the lock is held cannot leave the queue half-changed.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A lease's length as the clock counts it (10 s if it does not fit).
+fn lease_span(lease: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10))
 }
 
 /// What a worker needs.
@@ -178,13 +204,17 @@ pub async fn tick_polls(poll: Arc<Notify>, every: Duration, mut shutdown: watch:
 impl Worker {
     /// Runs until `shutdown` flips.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(10));
+        let lease = lease_span(self.lease);
         let mut woken_by_poll = false;
         while !*shutdown.borrow() {
             if let Some((saga, leased_at, more)) = self.handoffs.take() {
                 if more {
                     // Pass the rest on, should their wake-ups have gone to fewer workers.
                     self.work.notify_one();
+                }
+                if std::mem::take(&mut woken_by_poll) {
+                    // The poll asked for a look at the table: another idle worker takes it.
+                    self.poll.notify_one();
                 }
                 self.drive(saga, leased_at).await;
                 continue;
@@ -227,12 +257,13 @@ impl Worker {
         }
     }
 
-    /// Runs a claimed saga's steps for as long as they are due. Whatever the saga's saved
-    /// deadline says, a claimed step is sent (or voided) before it is judged: a saga taken
-    /// over after a crash first asks again.
-    async fn drive(&mut self, mut saga: Saga, claiming: Instant) {
+    /// Runs a claimed (or handed-off) saga's steps for as long as they are due. Whatever
+    /// the saga's saved deadline says, a claimed step is sent (or voided) before it is
+    /// judged: a saga taken over after a crash first asks again. `leased_at` is read before
+    /// the clock reading the lease runs from.
+    async fn drive(&mut self, mut saga: Saga, leased_at: Instant) {
         // Steps are chained without a save only in the first half of the lease.
-        let chain_until = claiming + self.lease / 2;
+        let chain_until = leased_at + self.lease / 2;
         // Set when the saga went on unsaved: its row is read beside the next send.
         let mut unchecked = false;
         loop {
@@ -475,4 +506,90 @@ pub fn sample_states(pool: PgPool) -> service_runtime::task::AbortOnDrop<()> {
 /// 0.5 to 1.5, to spread retries.
 fn jitter() -> f64 {
     0.5 + f64::from(Uuid::new_v4().as_bytes()[0]) / 255.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::{Policy, SagaLine};
+
+    fn saga() -> Saga {
+        let policy = Policy {
+            reserve_deadline: Duration::from_secs(10),
+            authorize_deadline: Duration::from_secs(10),
+            confirm_deadline: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(200),
+            max_compensation_attempts: 3,
+            attempt_timeout: Duration::from_secs(1),
+        };
+        let line = SagaLine {
+            sku: "SKU-1".into(),
+            quantity: 1,
+        };
+        let (order, customer) = (Uuid::new_v4(), Uuid::new_v4());
+        let (currency, method) = ("EUR".to_owned(), "card".to_owned());
+        Saga::start(
+            order,
+            customer,
+            vec![line],
+            100,
+            currency,
+            method,
+            Utc::now(),
+            &policy,
+        )
+    }
+
+    #[test]
+    fn handed_off_sagas_are_taken_in_order_and_say_when_more_wait() {
+        let handoffs = Handoffs::new(Uuid::new_v4(), Duration::from_secs(10));
+        let (a, b) = (saga(), saga());
+        handoffs.push([a.clone(), b.clone()], Instant::now());
+        let (first, _, more) = handoffs.take().unwrap();
+        assert_eq!((first.order_id, more), (a.order_id, true));
+        let (second, _, more) = handoffs.take().unwrap();
+        assert_eq!((second.order_id, more), (b.order_id, false));
+        assert!(handoffs.take().is_none());
+    }
+
+    #[test]
+    fn a_cancellation_found_later_reaches_the_queued_copy() {
+        let handoffs = Handoffs::new(Uuid::new_v4(), Duration::from_secs(10));
+        let (kept, cancelled) = (saga(), saga());
+        handoffs.push([kept.clone(), cancelled.clone()], Instant::now());
+        let now = Utc::now();
+        handoffs.cancel(cancelled.order_id, "order cancelled: later", now);
+        let (first, _, _) = handoffs.take().unwrap();
+        assert!(!first.cancel_requested);
+        let (second, _, _) = handoffs.take().unwrap();
+        assert!(second.cancel_requested);
+        assert_eq!(
+            second.cancel_reason.as_deref(),
+            Some("order cancelled: later")
+        );
+        assert!(second.next_attempt_at <= now);
+    }
+
+    #[test]
+    fn a_saga_that_waited_through_half_its_lease_is_left_to_be_claimed() {
+        let lease = Duration::from_secs(10);
+        let handoffs = Handoffs::new(Uuid::new_v4(), lease);
+        let (stale, fresh) = (saga(), saga());
+        let long_ago = Instant::now() - lease / 2;
+        handoffs.push([stale], long_ago);
+        handoffs.push([fresh.clone()], Instant::now());
+        let (taken, _, more) = handoffs.take().unwrap();
+        assert_eq!((taken.order_id, more), (fresh.order_id, false));
+    }
+
+    #[test]
+    fn draining_returns_what_no_worker_took() {
+        let handoffs = Handoffs::new(Uuid::new_v4(), Duration::from_secs(10));
+        let (a, b) = (saga(), saga());
+        handoffs.push([a.clone(), b.clone()], Instant::now());
+        handoffs.take().unwrap();
+        assert_eq!(handoffs.drain(), vec![b.order_id]);
+        assert!(handoffs.take().is_none());
+    }
 }

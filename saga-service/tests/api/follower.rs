@@ -5,7 +5,7 @@ use contracts::orders::v1::{
     saga_service_client::SagaServiceClient,
 };
 use event_store::Position;
-use saga_service::db::{self, FollowerBatch, HandOff};
+use saga_service::db::{self, FollowerBatch, Handoff};
 use sqlx::PgPool;
 
 use crate::helpers::*;
@@ -79,7 +79,7 @@ async fn a_batch_writes_all_of_itself_or_nothing(pool: PgPool) {
     // lease; `earlier` exists already, and keeps the row it has.
     let (this, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let lease = chrono::Duration::seconds(10);
-    batch.hand_off = Some(HandOff {
+    batch.handoff = Some(Handoff {
         owner: this,
         until: now + lease,
         count: 2,
@@ -169,7 +169,7 @@ async fn sagas_handed_off_and_never_driven_are_released(pool: PgPool) {
     // Due from now on.
     let now = chrono::Utc::now();
     let lease = chrono::Duration::seconds(10);
-    batch.hand_off = Some(HandOff {
+    batch.handoff = Some(Handoff {
         owner,
         until: now + lease,
         count: 1,
@@ -186,4 +186,24 @@ async fn sagas_handed_off_and_never_driven_are_released(pool: PgPool) {
     db::release(&pool, &[handed], owner).await.unwrap();
     let taken = db::claim(&pool, other, now, lease).await.unwrap();
     assert_eq!(taken.map(|s| s.order_id), Some(handed));
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_saga_handed_to_an_idle_worker_does_not_wait_for_its_lease(pool: PgPool) {
+    let command = start_command_service(&pool).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    create_product(&mut c, "SKU-1", 10).await;
+    // One worker, idle between orders, and a lease of a minute: a saga written with the
+    // lease but never taken from the queue could only be claimed a minute later, long after
+    // `finished` gives up. (Should the worker not be idle yet when an order's batch comes,
+    // that saga is claimed at once instead.)
+    let mut config = saga_config(&pool, command.addr);
+    config.workers = 1;
+    config.lease_ms = 60_000;
+    let saga_service = start_saga_service(config).await;
+    let mut s = SagaServiceClient::new(saga_service.channel().await);
+    for _ in 0..3 {
+        let order_id = place_order(&mut c, &[("SKU-1", 1)], "card").await;
+        assert_eq!(finished(&mut s, &order_id).await.state, "completed");
+    }
 }
