@@ -222,8 +222,6 @@ pub async fn run_with_clock(
             client: client.clone(),
             clock: clock.clone(),
             policy: policy.clone(),
-            owner,
-            lease: Duration::from_millis(config.lease_ms),
             work: work.clone(),
             poll: poll.clone(),
             handoffs: handoffs.clone(),

@@ -732,12 +732,12 @@ impl Saga {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::TimeZone;
 
     use super::*;
 
-    fn policy() -> Policy {
+    pub(crate) fn policy() -> Policy {
         Policy {
             reserve_deadline: Duration::from_secs(10),
             authorize_deadline: Duration::from_secs(10),
@@ -753,7 +753,7 @@ mod tests {
         Utc.timestamp_millis_opt(1_800_000_000_000 + ms).unwrap()
     }
 
-    fn saga() -> Saga {
+    pub(crate) fn saga() -> Saga {
         Saga::start(
             Uuid::from_u128(1),
             Uuid::from_u128(2),

@@ -75,8 +75,8 @@ impl std::str::FromStr for Failpoint {
     }
 }
 
-/// Sagas this instance's follower started with a lease for this instance
-/// ([`db::Handoff`]), waiting for a worker, and how many workers are idle. The follower
+/// This instance's lease (who holds it, for how long), the sagas its follower started
+/// with it ([`db::Handoff`]) waiting for a worker, and how many workers are idle. The follower
 /// hands off at most as many sagas as there are idle workers, so a handed-off saga is
 /// normally taken by the next worker free, without the claim (a round trip, and the
 /// statement's search for a due saga) that any other saga waits for.
@@ -170,10 +170,6 @@ pub struct Worker {
     pub clock: Arc<dyn Clock>,
     /// Deadlines and retries.
     pub policy: Policy,
-    /// This instance's lease identity.
-    pub owner: Uuid,
-    /// How long a claim lasts without being renewed.
-    pub lease: Duration,
     /// Fires when the follower started or flagged sagas.
     pub work: Arc<Notify>,
     /// Fires for one idle worker at a time, every second ([`tick_polls`]): the instance
@@ -183,7 +179,7 @@ pub struct Worker {
     /// by every idle worker, while an idle instance makes one claim a second, not one per
     /// worker.
     pub poll: Arc<Notify>,
-    /// Sagas the follower handed to this instance.
+    /// This instance's lease, and the sagas the follower handed to it.
     pub handoffs: Arc<Handoffs>,
     /// Test-only crash point.
     pub failpoint: Option<Failpoint>,
@@ -204,7 +200,7 @@ pub async fn tick_polls(poll: Arc<Notify>, every: Duration, mut shutdown: watch:
 impl Worker {
     /// Runs until `shutdown` flips.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let lease = lease_span(self.lease);
+        let lease = lease_span(self.handoffs.lease);
         let mut woken_by_poll = false;
         while !*shutdown.borrow() {
             if let Some((saga, leased_at, more)) = self.handoffs.take() {
@@ -227,7 +223,7 @@ impl Worker {
             let polled = poll.notified();
             // The lease runs from the clock reading the claim is made with, at the latest.
             let claiming = Instant::now();
-            match db::claim(&self.pool, self.owner, self.clock.now(), lease).await {
+            match db::claim(&self.pool, self.handoffs.owner, self.clock.now(), lease).await {
                 Ok(Some(saga)) => {
                     if std::mem::take(&mut woken_by_poll) {
                         self.poll.notify_one();
@@ -263,7 +259,7 @@ impl Worker {
     /// the clock reading the lease runs from.
     async fn drive(&mut self, mut saga: Saga, leased_at: Instant) {
         // Steps are chained without a save only in the first half of the lease.
-        let chain_until = leased_at + self.lease / 2;
+        let chain_until = leased_at + self.handoffs.lease / 2;
         // Set when the saga went on unsaved: its row is read beside the next send.
         let mut unchecked = false;
         loop {
@@ -296,7 +292,8 @@ impl Worker {
                     };
                     // The row read beside the send costs the step no round trip of its own.
                     let ((result, took), stored) = if std::mem::take(&mut unchecked) {
-                        let check = db::check_leased(&self.pool, saga.order_id, self.owner);
+                        let check =
+                            db::check_leased(&self.pool, saga.order_id, self.handoffs.owner);
                         let (sent, stored) = tokio::join!(send, check);
                         (sent, Some(stored))
                     } else {
@@ -426,13 +423,13 @@ impl Worker {
     /// Saves the saga if this worker still holds its lease, and takes in a cancellation
     /// the follower flagged meanwhile. False when the worker must let the saga go.
     async fn save(&self, saga: &mut Saga, keep_lease: bool) -> bool {
-        let stored = db::save_leased(&self.pool, saga, self.owner, keep_lease).await;
+        let stored = db::save_leased(&self.pool, saga, self.handoffs.owner, keep_lease).await;
         take_in(saga, stored, "save")
     }
 
     /// [`Self::save`] without the write, between steps chained without a save.
     async fn check(&self, saga: &mut Saga) -> bool {
-        let stored = db::check_leased(&self.pool, saga.order_id, self.owner).await;
+        let stored = db::check_leased(&self.pool, saga.order_id, self.handoffs.owner).await;
         take_in(saga, stored, "check")
     }
 
@@ -511,34 +508,12 @@ fn jitter() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::saga::{Policy, SagaLine};
 
+    /// The state machine's test saga, for a new order each time.
     fn saga() -> Saga {
-        let policy = Policy {
-            reserve_deadline: Duration::from_secs(10),
-            authorize_deadline: Duration::from_secs(10),
-            confirm_deadline: Duration::from_secs(10),
-            backoff_base: Duration::from_millis(20),
-            backoff_max: Duration::from_millis(200),
-            max_compensation_attempts: 3,
-            attempt_timeout: Duration::from_secs(1),
-        };
-        let line = SagaLine {
-            sku: "SKU-1".into(),
-            quantity: 1,
-        };
-        let (order, customer) = (Uuid::new_v4(), Uuid::new_v4());
-        let (currency, method) = ("EUR".to_owned(), "card".to_owned());
-        Saga::start(
-            order,
-            customer,
-            vec![line],
-            100,
-            currency,
-            method,
-            Utc::now(),
-            &policy,
-        )
+        let mut saga = crate::saga::tests::saga();
+        saga.order_id = Uuid::new_v4();
+        saga
     }
 
     #[test]
