@@ -111,6 +111,11 @@ pub struct Config {
     /// a lost save is harmless (ARCHITECTURE.md); this exists to measure what it would cost.
     #[arg(long, env = "SAGA_DURABLE_SAVES")]
     pub durable_saves: bool,
+    /// Authorise the payment only once the stock is reserved. Off by default: a saga sends
+    /// ReserveStock and AuthorizePayment at once (one hop less before ConfirmOrder), and an
+    /// order out of stock has its authorisation voided, or refunded if it ran.
+    #[arg(long, env = "SAGA_SEQUENTIAL_STEPS")]
+    pub sequential_steps: bool,
     /// Test-only: `abort-after:STEP` aborts the process right after STEP's command (or
     /// void) comes back, before the saga is saved; `freeze-after:STEP` stops the worker
     /// there instead. For crash tests; never set in production.
@@ -138,6 +143,7 @@ impl Config {
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             max_compensation_attempts: self.max_compensation_attempts.max(1),
             attempt_timeout: Duration::from_millis(self.attempt_timeout_ms.max(1)),
+            sequential: self.sequential_steps,
         }
     }
 }

@@ -237,6 +237,9 @@ pub struct Policy {
     pub max_compensation_attempts: u32,
     /// The longest one attempt (a command or a void) may take.
     pub attempt_timeout: Duration,
+    /// Authorise the payment only once the stock is reserved, instead of sending both at
+    /// once ([`Saga::beside`]).
+    pub sequential: bool,
 }
 
 impl Policy {
@@ -429,6 +432,25 @@ impl Saga {
         }
     }
 
+    /// The step sent beside the one due now, at once: authorising the payment does not
+    /// depend on the stock, so a running saga about to reserve sends both (unless the
+    /// policy says `sequential`), and a whole round of the saga's hops goes. The answer to
+    /// the step sent beside is recorded only if the current step succeeds, as if it had
+    /// been sent just after; otherwise it is in doubt, and compensation voids it before
+    /// anything else ([`Saga::compensate`]).
+    pub fn beside(&self, now: DateTime<Utc>, policy: &Policy) -> Option<Step> {
+        let fresh = self.state == SagaState::Running
+            && self.settling.is_none()
+            && !self.cancel_requested
+            && !policy.sequential;
+        match (self.next_action(now), self.plan.get(1)) {
+            (Action::Send(Step::ReserveStock), Some(&Step::AuthorizePayment)) if fresh => {
+                Some(Step::AuthorizePayment)
+            }
+            _ => None,
+        }
+    }
+
     /// Where the saga stands, to compare with after an answer is recorded.
     pub fn mark(&self) -> Mark {
         Mark {
@@ -460,6 +482,12 @@ impl Saga {
             (SagaState::Running, Some(step)) if self.settling == Some(Settling::Void) => {
                 Action::Void(step)
             }
+            // A forward step in a compensation plan may have been sent beside an earlier
+            // one: it is voided, and undone if it ran.
+            (SagaState::Compensating, Some(step)) if step.is_forward() => match self.settling {
+                Some(Settling::Reread) => Action::Send(step),
+                _ => Action::Void(step),
+            },
             (SagaState::Running | SagaState::Compensating, Some(step)) => Action::Send(step),
             _ => return Action::Stop,
         };
@@ -480,8 +508,13 @@ impl Saga {
         policy: &Policy,
         jitter: f64,
     ) {
-        let sendable = matches!(self.state, SagaState::Running | SagaState::Compensating)
-            && self.settling != Some(Settling::Void);
+        let sendable = match self.state {
+            SagaState::Running => self.settling != Some(Settling::Void),
+            SagaState::Compensating => {
+                !step.is_forward() || self.settling == Some(Settling::Reread)
+            }
+            _ => false,
+        };
         if !sendable || self.current_step() != Some(step) {
             return;
         }
@@ -491,6 +524,26 @@ impl Saga {
             record.attempts += 1;
         }
         match (self.state, result) {
+            (SagaState::Compensating, StepResult::Succeeded) if step.is_forward() => {
+                // A step sent beside another ran after all: undo it.
+                self.settling = None;
+                self.set_status(StepStatus::Succeeded, now, None);
+                match step.undo() {
+                    Some(undo) => self.plan[0] = undo,
+                    None => {
+                        self.plan.remove(0);
+                    }
+                }
+                self.enter_step(now, policy);
+            }
+            (SagaState::Compensating, StepResult::Declined(reason)) if step.is_forward() => {
+                // It ran, and was declined: nothing to undo.
+                self.drop_unsettled(StepStatus::Failed, reason, now, policy);
+            }
+            (SagaState::Compensating, StepResult::Refused(reason)) if step.is_forward() => {
+                // It ran, yet reads as refused: only a voided id answers so.
+                self.drop_unsettled(StepStatus::Voided, reason, now, policy);
+            }
             (_, StepResult::Succeeded) => {
                 self.set_status(StepStatus::Succeeded, now, None);
                 self.last_error = None;
@@ -573,15 +626,20 @@ impl Saga {
         policy: &Policy,
         jitter: f64,
     ) {
-        if self.state != SagaState::Running
-            || self.settling != Some(Settling::Void)
-            || self.current_step() != Some(step)
-        {
+        let settling = self.state == SagaState::Running && self.settling == Some(Settling::Void);
+        // A step sent beside an earlier one, being voided by the compensation.
+        let undoing = self.state == SagaState::Compensating
+            && step.is_forward()
+            && self.settling != Some(Settling::Reread);
+        if !(settling || undoing) || self.current_step() != Some(step) {
             return;
         }
         self.updated_at = now;
         self.attempts += 1;
         match result {
+            VoidResult::Voided if undoing => {
+                self.drop_unsettled(StepStatus::Voided, String::new(), now, policy);
+            }
             VoidResult::Voided => {
                 self.settling = None;
                 let status = match self.steps.last() {
@@ -611,8 +669,9 @@ impl Saga {
         }
     }
 
-    /// Starts compensating: undo every forward step that succeeded, newest first, then
-    /// cancel the order.
+    /// Starts compensating: void every forward step with something to undo that may have
+    /// been sent beside an earlier one and never settled (undoing it if it ran), undo every
+    /// forward step that succeeded, newest first, then cancel the order.
     pub fn compensate(&mut self, reason: String, now: DateTime<Utc>, policy: &Policy) {
         let done: Vec<Step> = self
             .steps
@@ -620,7 +679,19 @@ impl Saga {
             .filter(|r| r.status == StepStatus::Succeeded && r.name.is_forward())
             .map(|r| r.name)
             .collect();
-        let mut plan: Vec<Step> = done.iter().rev().filter_map(|s| s.undo()).collect();
+        // Unsettled: never recorded, or only as running. Sent beside a step that failed,
+        // or by an earlier incarnation of this saga; its command may still land, so it is
+        // voided before anything is given back.
+        let unsettled = [Step::ReserveStock, Step::AuthorizePayment]
+            .into_iter()
+            .filter(|&step| {
+                !self
+                    .steps
+                    .iter()
+                    .any(|r| r.name == step && r.status != StepStatus::Running)
+            });
+        let mut plan: Vec<Step> = unsettled.collect();
+        plan.extend(done.iter().rev().filter_map(|s| s.undo()));
         plan.push(Step::CancelOrder);
         self.plan = plan;
         self.state = SagaState::Compensating;
@@ -691,6 +762,21 @@ impl Saga {
         self.updated_at = now;
     }
 
+    /// Compensation settled a step sent beside another as having nothing to undo: on to
+    /// the next compensation step.
+    fn drop_unsettled(
+        &mut self,
+        status: StepStatus,
+        reason: String,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) {
+        self.settling = None;
+        self.set_status(status, now, (!reason.is_empty()).then_some(reason));
+        self.plan.remove(0);
+        self.enter_step(now, policy);
+    }
+
     fn park(&mut self) {
         self.parked_from = Some(self.state);
         self.state = SagaState::NeedsAttention;
@@ -709,7 +795,10 @@ impl Saga {
         let Some(step) = self.current_step() else {
             return;
         };
-        self.step_deadline = policy.deadline(step).map(|d| now + d);
+        self.step_deadline = policy
+            .deadline(step)
+            .filter(|_| self.state == SagaState::Running)
+            .map(|d| now + d);
         self.steps.push(StepRecord {
             name: step,
             status: StepStatus::Running,
@@ -746,6 +835,7 @@ pub(crate) mod tests {
             backoff_max: Duration::from_secs(5),
             max_compensation_attempts: 3,
             attempt_timeout: Duration::from_secs(5),
+            sequential: false,
         }
     }
 
@@ -888,11 +978,137 @@ pub(crate) mod tests {
         assert_eq!(s.next_action(t(1)), Action::Void(Step::ReserveStock));
         s.record_void(Step::ReserveStock, VoidResult::Voided, t(2), &p, 1.0);
         assert_eq!(s.state, SagaState::Compensating);
-        assert_eq!(s.plan, vec![Step::CancelOrder]);
+        // The payment may have been authorised beside the reservation: voided first.
+        assert_eq!(s.plan, vec![Step::AuthorizePayment, Step::CancelOrder]);
         assert_eq!(s.reason.as_deref(), Some("out of stock: SKU-1"));
         assert_eq!(names(&s)[0], ("reserve_stock", "failed"));
+        assert_eq!(s.next_action(t(2)), Action::Void(Step::AuthorizePayment));
+        s.record_void(Step::AuthorizePayment, VoidResult::Voided, t(3), &p, 1.0);
+        assert_eq!(s.next_action(t(3)), Action::Send(Step::CancelOrder));
         s.record(Step::CancelOrder, StepResult::Succeeded, t(3), &p, 1.0);
         assert_eq!(s.state, SagaState::Compensated);
+        assert_eq!(
+            names(&s),
+            vec![
+                ("reserve_stock", "failed"),
+                ("authorize_payment", "voided"),
+                ("cancel_order", "succeeded")
+            ]
+        );
+    }
+
+    #[test]
+    fn payment_is_sent_beside_a_fresh_reservation_only() {
+        let p = policy();
+        let mut s = saga();
+        assert_eq!(s.beside(t(0), &p), Some(Step::AuthorizePayment));
+        let sequential = Policy {
+            sequential: true,
+            ..policy()
+        };
+        assert_eq!(s.beside(t(0), &sequential), None);
+        // Not while waiting for a retry, settling, or cancelled; not beside anything else.
+        s.record(
+            Step::ReserveStock,
+            StepResult::Transient("busy".into()),
+            t(1),
+            &p,
+            1.0,
+        );
+        assert_eq!(s.beside(t(1), &p), None);
+        assert_eq!(
+            s.beside(s.next_attempt_at, &p),
+            Some(Step::AuthorizePayment)
+        );
+        let mut cancelled = s.clone();
+        cancelled.cancel_requested = true;
+        assert_eq!(cancelled.beside(s.next_attempt_at, &p), None);
+        s.record(
+            Step::ReserveStock,
+            StepResult::Refused("out".into()),
+            t(300),
+            &p,
+            1.0,
+        );
+        assert_eq!(s.settling, Some(Settling::Void));
+        assert_eq!(s.beside(t(300), &p), None);
+        let mut s = saga();
+        succeed(&mut s, &[Step::ReserveStock], 1);
+        assert_eq!(s.beside(t(1), &p), None);
+    }
+
+    #[test]
+    fn a_payment_sent_beside_a_failed_reservation_is_voided_or_read_and_undone() {
+        let p = policy();
+        let out_of_stock = || {
+            let mut s = saga();
+            s.record(
+                Step::ReserveStock,
+                StepResult::Refused("out".into()),
+                t(1),
+                &p,
+                1.0,
+            );
+            s.record_void(Step::ReserveStock, VoidResult::Voided, t(2), &p, 1.0);
+            assert_eq!(s.next_action(t(2)), Action::Void(Step::AuthorizePayment));
+            // An answer to the payment itself is not taken while it is being voided.
+            let before = s.clone();
+            s.record(Step::AuthorizePayment, StepResult::Succeeded, t(2), &p, 1.0);
+            assert_eq!(s, before);
+            s.record_void(
+                Step::AuthorizePayment,
+                VoidResult::AlreadyRan,
+                t(3),
+                &p,
+                1.0,
+            );
+            assert_eq!(s.settling, Some(Settling::Reread));
+            assert_eq!(s.next_action(t(3)), Action::Send(Step::AuthorizePayment));
+            s
+        };
+        // It ran and authorised: refunded, then the order is cancelled.
+        let mut s = out_of_stock();
+        s.record(Step::AuthorizePayment, StepResult::Succeeded, t(4), &p, 1.0);
+        assert_eq!(s.plan, vec![Step::RefundPayment, Step::CancelOrder]);
+        assert_eq!(s.settling, None);
+        succeed(&mut s, &[Step::RefundPayment, Step::CancelOrder], 5);
+        assert_eq!(s.state, SagaState::Compensated);
+        assert_eq!(
+            names(&s),
+            vec![
+                ("reserve_stock", "failed"),
+                ("authorize_payment", "succeeded"),
+                ("refund_payment", "succeeded"),
+                ("cancel_order", "succeeded")
+            ]
+        );
+        // It ran and was declined: nothing to refund.
+        let mut s = out_of_stock();
+        s.record(
+            Step::AuthorizePayment,
+            StepResult::Declined("no".into()),
+            t(4),
+            &p,
+            1.0,
+        );
+        assert_eq!(s.plan, vec![Step::CancelOrder]);
+        assert_eq!(names(&s)[1], ("authorize_payment", "failed"));
+        // No answer: retried like any compensation step, then parked.
+        let mut s = out_of_stock();
+        for at in 4..7 {
+            s.record(
+                Step::AuthorizePayment,
+                StepResult::Transient("busy".into()),
+                t(at),
+                &p,
+                1.0,
+            );
+        }
+        assert_eq!(s.state, SagaState::NeedsAttention);
+        // An operator's abort starts the compensation over: the payment is voided again.
+        s.abort("operator".into(), t(10), &p).unwrap();
+        assert_eq!(s.plan, vec![Step::AuthorizePayment, Step::CancelOrder]);
+        assert_eq!(s.next_action(t(10)), Action::Void(Step::AuthorizePayment));
     }
 
     #[test]
@@ -1131,6 +1347,7 @@ pub(crate) mod tests {
             1.0,
         );
         s.record_void(Step::ReserveStock, VoidResult::Voided, t(2), &p, 1.0);
+        s.record_void(Step::AuthorizePayment, VoidResult::Voided, t(3), &p, 1.0);
         for i in 0..3 {
             s.record(
                 Step::CancelOrder,

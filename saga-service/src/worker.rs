@@ -1,5 +1,7 @@
 //! Drives due sagas: claim one with a lease (or take one the follower started with this
 //! instance's lease, [`Handoffs`]), send its step (or void it), record the answer, repeat.
+//! ReserveStock and AuthorizePayment go at once ([`Saga::beside`]); the payment's answer
+//! is recorded once the reservation's says the saga went on to it.
 //!
 //! The saga row is written after every answer that changes more than which step is next
 //! (a failure, a retry's wait, settling, compensation starting, the end), before the next
@@ -278,45 +280,51 @@ impl Worker {
             let now = self.clock.now();
             let action = saga.next_action(now);
             let before = (saga.state, saga.settling);
-            let mark = saga.mark();
+            let mut mark = saga.mark();
             match action {
                 Action::Send(step) => {
+                    // Authorising is sent beside reserving, unless the policy says not to.
+                    let beside = saga
+                        .beside(now, &self.policy)
+                        .map(|next| (next, self.attempt_timeout(&saga, next, now)));
                     let timeout = self.attempt_timeout(&saga, step, now);
-                    let started = std::time::Instant::now();
-                    // Timed on its own: the call's duration, not the read's beside it.
-                    let send = async {
-                        let result = steps::send(&mut self.client, &saga, step, timeout)
-                            .instrument(step_span(&saga, step.as_str()))
-                            .await;
-                        (result, started.elapsed())
+                    let mut other = beside.map(|_| self.client.clone());
+                    let sends = async {
+                        let main = timed_send(&mut self.client, &saga, step, timeout);
+                        match (beside, other.as_mut()) {
+                            (Some((next, timeout)), Some(other)) => {
+                                let side = timed_send(other, &saga, next, timeout);
+                                let (main, side) = tokio::join!(main, side);
+                                (main, Some((next, side)))
+                            }
+                            _ => (main.await, None),
+                        }
                     };
                     // The row read beside the send costs the step no round trip of its own.
-                    let ((result, took), stored) = if std::mem::take(&mut unchecked) {
+                    let ((result, side), stored) = if std::mem::take(&mut unchecked) {
                         let check =
                             db::check_leased(&self.pool, saga.order_id, self.handoffs.owner);
-                        let (sent, stored) = tokio::join!(send, check);
+                        let (sent, stored) = tokio::join!(sends, check);
                         (sent, Some(stored))
                     } else {
-                        (send.await, None)
+                        (sends.await, None)
                     };
-                    tracing::debug!(order_id = %saga.order_id, step = step.as_str(), ?result, "saga step");
-                    let outcome = match &result {
-                        StepResult::Succeeded => "succeeded",
-                        StepResult::Refused(_) => "refused",
-                        StepResult::Declined(_) => "declined",
-                        StepResult::Transient(_) => "transient",
-                    };
-                    metrics::histogram!("saga_step_seconds", "step" => step.as_str(), "outcome" => outcome)
-                        .record(took.as_secs_f64());
-                    if outcome == "transient" {
-                        metrics::counter!("saga_step_retries_total", "step" => step.as_str())
-                            .increment(1);
-                    }
-                    self.failpoint(step).await;
-                    saga.record(step, result, self.clock.now(), &self.policy, jitter());
-                    if before.1.is_none() && saga.settling.is_some() && outcome == "transient" {
+                    let transient = self.answered(&mut saga, step, result).await;
+                    if before.1.is_none() && saga.settling.is_some() && transient {
                         metrics::counter!("saga_deadline_expiries_total", "step" => step.as_str())
                             .increment(1);
+                    }
+                    // The step sent beside counts only if the saga went straight on to it:
+                    // recorded as if sent just after. Otherwise it stays in doubt.
+                    if let Some((next, answer)) = side {
+                        if saga.moved_on_from(mark, self.clock.now())
+                            && saga.next_action(self.clock.now()) == Action::Send(next)
+                        {
+                            mark = saga.mark();
+                            self.answered(&mut saga, next, answer).await;
+                        } else {
+                            observe_call(&saga, next, &answer.0, answer.1);
+                        }
                     }
                     // A lost lease lets the saga go without saving the answer (whoever holds
                     // it now gets the same recorded answer); a cancellation is acted on next.
@@ -401,6 +409,20 @@ impl Worker {
         });
     }
 
+    /// Records a step's answer in the saga (after [`observe_call`] and the failpoint).
+    /// True when it was transient.
+    async fn answered(
+        &self,
+        saga: &mut Saga,
+        step: Step,
+        (result, took): (StepResult, Duration),
+    ) -> bool {
+        let transient = observe_call(saga, step, &result, took);
+        self.failpoint(step).await;
+        saga.record(step, result, self.clock.now(), &self.policy, jitter());
+        transient
+    }
+
     /// How long an attempt may take: until the step's deadline (so it is judged on
     /// time), at least 50 ms, at most the policy's attempt timeout.
     fn attempt_timeout(
@@ -474,6 +496,37 @@ fn take_in(
             false
         }
     }
+}
+
+/// Logs a call's answer and counts it in the metrics. True when it was transient.
+fn observe_call(saga: &Saga, step: Step, result: &StepResult, took: Duration) -> bool {
+    tracing::debug!(order_id = %saga.order_id, step = step.as_str(), ?result, "saga step");
+    let outcome = match result {
+        StepResult::Succeeded => "succeeded",
+        StepResult::Refused(_) => "refused",
+        StepResult::Declined(_) => "declined",
+        StepResult::Transient(_) => "transient",
+    };
+    metrics::histogram!("saga_step_seconds", "step" => step.as_str(), "outcome" => outcome)
+        .record(took.as_secs_f64());
+    if outcome == "transient" {
+        metrics::counter!("saga_step_retries_total", "step" => step.as_str()).increment(1);
+    }
+    outcome == "transient"
+}
+
+/// Sends `step` of `saga`, traced, and times the call.
+async fn timed_send(
+    client: &mut steps::CommandClient,
+    saga: &Saga,
+    step: Step,
+    timeout: Duration,
+) -> (StepResult, Duration) {
+    let started = Instant::now();
+    let result = steps::send(client, saga, step, timeout)
+        .instrument(step_span(saga, step.as_str()))
+        .await;
+    (result, started.elapsed())
 }
 
 /// The span of one call a saga makes: a child of the trace that placed its order.

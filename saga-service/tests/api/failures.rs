@@ -163,7 +163,8 @@ async fn a_dead_instances_sagas_are_taken_up_by_every_idle_worker_at_once(pool: 
 }
 
 /// A saga-service of `SAGAS` workers, each of which stops dead after `after`'s answer,
-/// with leases of `lease_ms`.
+/// with leases of `lease_ms`. Its steps go one after the other, so the events in the log
+/// say which step each worker stopped after.
 fn freezing(
     pool: &PgPool,
     command: std::net::SocketAddr,
@@ -173,6 +174,7 @@ fn freezing(
     let mut config = saga_config(pool, command);
     config.workers = SAGAS;
     config.lease_ms = lease_ms;
+    config.sequential_steps = true;
     config.failpoint = Some(Failpoint {
         after,
         crash: Crash::Freeze,
@@ -222,6 +224,19 @@ async fn a_hundred_orders_competing_for_stock_never_oversell(pool: PgPool) {
     reserved.sort();
     completed.sort();
     assert_eq!(reserved, completed);
+    // Each order's payment was asked for beside its reservation; no money is held for
+    // an order that was not confirmed.
+    let mut held: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'order_id' FROM events \
+         WHERE event_type IN ('PaymentAuthorized', 'PaymentRefunded') \
+         GROUP BY 1 HAVING count(*) FILTER (WHERE event_type = 'PaymentAuthorized') \
+                          > count(*) FILTER (WHERE event_type = 'PaymentRefunded')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    held.sort();
+    assert_eq!(held, completed);
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]

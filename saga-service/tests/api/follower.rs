@@ -31,11 +31,18 @@ async fn an_order_placed_and_cancelled_in_one_batch_reserves_nothing(pool: PgPoo
     let saga = finished(&mut s, &order_id).await;
     assert_eq!(saga.state, "compensated", "{saga:#?}");
     assert_eq!(saga.reason, "order cancelled: changed my mind");
+    // Nothing was sent; the payment, which a saga sends beside its reservation, is voided
+    // with it all the same (a crashed incarnation might have sent both).
     assert_eq!(
         step_names(&saga),
-        vec![("reserve_stock", "voided"), ("cancel_order", "succeeded")]
+        vec![
+            ("reserve_stock", "voided"),
+            ("authorize_payment", "voided"),
+            ("cancel_order", "succeeded")
+        ]
     );
     assert_eq!(count_events(&pool, "StockReserved", &order_id).await, 0);
+    assert_eq!(count_events(&pool, "PaymentAuthorized", &order_id).await, 0);
 }
 
 async fn flags(pool: &PgPool) -> Vec<(uuid::Uuid, bool, Option<String>)> {

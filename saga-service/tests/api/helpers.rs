@@ -41,6 +41,7 @@ pub fn saga_config(pool: &PgPool, command_addr: std::net::SocketAddr) -> saga_se
         max_compensation_attempts: 3,
         attempt_timeout_ms: 1_000,
         durable_saves: false,
+        sequential_steps: false,
         failpoint: None,
         server: Default::default(),
         metrics_addr: service_runtime::metrics::MetricsAddr::OFF,
@@ -245,6 +246,7 @@ pub fn policy() -> Policy {
         backoff_max: Duration::from_millis(200),
         max_compensation_attempts: 3,
         attempt_timeout: Duration::from_secs(1),
+        sequential: false,
     }
 }
 

@@ -29,9 +29,15 @@ fn impatient(pool: &PgPool, command: std::net::SocketAddr) -> saga_service::Conf
 }
 
 /// One worker, with a lease and attempts long enough that it goes on from a step without
-/// saving (the chained path) whenever the step's answer comes.
-fn one_patient_worker(pool: &PgPool, command: std::net::SocketAddr) -> saga_service::Config {
+/// saving (the chained path) whenever the step's answer comes; `sequential` says whether
+/// it authorises only once the stock is reserved.
+fn one_patient_worker(
+    pool: &PgPool,
+    command: std::net::SocketAddr,
+    sequential: bool,
+) -> saga_service::Config {
     let mut config = saga_config(pool, command);
+    config.sequential_steps = sequential;
     config.workers = 1;
     config.lease_ms = 120_000;
     config.attempt_timeout_ms = 60_000;
@@ -65,7 +71,7 @@ async fn cancel_and_wait_for_the_flag(
 
 /// command-service, and a saga-service with one patient worker that reaches it through a
 /// proxy holding every reply, with an order of 2 × SKU-1 placed and its stock reserved (the
-/// reservation's answer held).
+/// reservation's answer held), and its payment authorised beside unless `sequential`.
 struct ReservedWithTheAnswerHeld {
     /// Kept so the service runs as long as the test.
     _command: test_support::Running,
@@ -77,16 +83,22 @@ struct ReservedWithTheAnswerHeld {
     order_id: String,
 }
 
-async fn reserved_with_the_answer_held(pool: &PgPool) -> ReservedWithTheAnswerHeld {
+async fn reserved_with_the_answer_held(
+    pool: &PgPool,
+    sequential: bool,
+) -> ReservedWithTheAnswerHeld {
     service_runtime::telemetry::init_for_tests();
     let command = start_command_service(pool).await;
     let mut c = CommandServiceClient::new(command.channel().await);
     create_product(&mut c, "SKU-1", 5).await;
     let proxy = Proxy::start(command.addr, Mode::HoldReplies).await;
-    let saga = start_saga_service(one_patient_worker(pool, proxy.addr)).await;
+    let saga = start_saga_service(one_patient_worker(pool, proxy.addr, sequential)).await;
     let s = SagaServiceClient::new(saga.channel().await);
     let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
     wait_for_events(pool, "StockReserved", &order_id, 1).await;
+    if !sequential {
+        wait_for_events(pool, "PaymentAuthorized", &order_id, 1).await;
+    }
     ReservedWithTheAnswerHeld {
         _command: command,
         proxy,
@@ -165,9 +177,14 @@ async fn a_step_that_never_arrived_is_voided_and_cannot_land_later(pool: PgPool)
         saga.reason,
         "step reserve_stock did not complete within its deadline of 300 ms"
     );
+    // The payment, sent beside the reservation, never arrived either: voided too.
     assert_eq!(
         step_names(&saga),
-        vec![("reserve_stock", "voided"), ("cancel_order", "succeeded")]
+        vec![
+            ("reserve_stock", "voided"),
+            ("authorize_payment", "voided"),
+            ("cancel_order", "succeeded")
+        ]
     );
     assert!(!saga.steps[0].finished_at.is_empty());
 
@@ -190,6 +207,19 @@ async fn a_step_that_never_arrived_is_voided_and_cannot_land_later(pool: PgPool)
         late.get_details_error_info().unwrap().reason,
         "COMMAND_VOIDED"
     );
+    let late = c
+        .authorize_payment(pb::AuthorizePaymentRequest {
+            command_id: saga_service::saga::Step::AuthorizePayment
+                .command_id(order_id.parse().unwrap())
+                .to_string(),
+            order_id: order_id.clone(),
+            customer_id: id(),
+            amount: eur(2 * PRICE),
+            payment_method: "card".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition);
     assert_eq!(effects(&pool, &order_id).await, [0, 0, 0, 0, 0, 1]);
 }
 
@@ -379,9 +409,9 @@ async fn a_confirmation_that_never_ran_by_its_deadline_is_compensated_in_reverse
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_cancellation_during_a_chained_step_is_taken_in_before_the_next_step(pool: PgPool) {
-    // The reservation's reply is held; the worker goes on from it without saving.
-    // Bound whole: the services run as long as `held` does.
-    let held = reserved_with_the_answer_held(&pool).await;
+    // Steps one after the other: the reservation's reply is held; the worker goes on from
+    // it without saving. Bound whole: the services run as long as `held` does.
+    let held = reserved_with_the_answer_held(&pool, true).await;
     let (proxy, order_id) = (&held.proxy, held.order_id.as_str());
     let (mut c, mut s) = (held.c.clone(), held.s.clone());
 
@@ -396,9 +426,37 @@ async fn a_cancellation_during_a_chained_step_is_taken_in_before_the_next_step(p
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_cancellation_while_stock_and_payment_are_in_flight_gives_both_back(pool: PgPool) {
+    // Both done, both replies held. Bound whole: the services run as long as `held` does.
+    let held = reserved_with_the_answer_held(&pool, false).await;
+    let (proxy, order_id) = (&held.proxy, held.order_id.as_str());
+    let (mut c, mut s) = (held.c.clone(), held.s.clone());
+
+    cancel_and_wait_for_the_flag(&mut c, &pool, order_id).await;
+
+    // Both answers are recorded; the confirmation goes out beside the read of the row, is
+    // refused (the order is cancelled), settled, and everything taken is given back.
+    proxy.set(Mode::Pass);
+    let saga = finished(&mut s, order_id).await;
+    assert_eq!(saga.state, "compensated", "{saga:#?}");
+    assert_eq!(
+        step_names(&saga),
+        vec![
+            ("reserve_stock", "succeeded"),
+            ("authorize_payment", "succeeded"),
+            ("confirm_order", "failed"),
+            ("refund_payment", "succeeded"),
+            ("release_stock", "succeeded"),
+            ("cancel_order", "succeeded")
+        ]
+    );
+    assert_eq!(effects(&pool, order_id).await, [1, 1, 1, 1, 0, 1]);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_cancellation_during_the_authorisation_is_taken_in_beside_the_confirmation(pool: PgPool) {
-    // Bound whole: the services run as long as `held` does.
-    let held = reserved_with_the_answer_held(&pool).await;
+    // Steps one after the other. Bound whole: the services run as long as `held` does.
+    let held = reserved_with_the_answer_held(&pool, true).await;
     let (proxy, order_id) = (&held.proxy, held.order_id.as_str());
     let (mut c, mut s) = (held.c.clone(), held.s.clone());
 

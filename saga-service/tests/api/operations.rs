@@ -43,14 +43,19 @@ async fn a_customer_cancellation_while_the_saga_runs_is_compensated(pool: PgPool
     assert_eq!(saga.reason, "order cancelled: changed my mind");
     assert_eq!(
         step_names(&saga),
-        vec![("reserve_stock", "voided"), ("cancel_order", "succeeded")],
-        "nothing was reserved, so nothing to release"
+        vec![
+            ("reserve_stock", "voided"),
+            ("authorize_payment", "voided"),
+            ("cancel_order", "succeeded")
+        ],
+        "nothing was reserved or authorised (the payment sent beside is voided too), so nothing to give back"
     );
     assert!(
         !saga.steps[0].finished_at.is_empty(),
         "the interrupted step is finished"
     );
     assert_eq!(count_events(&pool, "StockReserved", &order_id).await, 0);
+    assert_eq!(count_events(&pool, "PaymentAuthorized", &order_id).await, 0);
     assert_eq!(
         count_events(&pool, "OrderCancelled", &order_id).await,
         1,

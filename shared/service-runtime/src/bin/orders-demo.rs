@@ -407,7 +407,7 @@ async fn walk(clients: &Clients) -> anyhow::Result<bool> {
     println!("\nwalking three orders through the saga...");
     let orders = [
         (
-            "1. an order that is confirmed (reserve stock, authorise payment, confirm):",
+            "1. an order that is confirmed (reserve stock and authorise payment at once, confirm):",
             Order {
                 id: Uuid::new_v4(),
                 kind: Kind::Confirmed,
@@ -418,7 +418,7 @@ async fn walk(clients: &Clients) -> anyhow::Result<bool> {
             },
         ),
         (
-            "2. an order for more than is in stock (cancelled, nothing reserved):",
+            "2. an order for more than is in stock (cancelled, nothing reserved, the payment refunded):",
             Order {
                 id: Uuid::new_v4(),
                 kind: Kind::OutOfStock,
