@@ -38,7 +38,7 @@ fn from_row(row: &PgRow) -> Result<Saga, sqlx::Error> {
             .transpose()?,
         plan: plan
             .iter()
-            .map(|s| Step::parse(s).ok_or_else(|| corrupt("step")))
+            .map(|s| Step::parse_plan_name(s).ok_or_else(|| corrupt("step")))
             .collect::<Result<_, _>>()?,
         steps: steps.0,
         attempts: u32::try_from(attempts).unwrap_or(0),
@@ -160,13 +160,7 @@ fn bind_sagas<'q>(query: Query<'q>, sagas: &'q [Saga], handoff: Option<Handoff>)
         .bind(each(sagas, |s| s.state.as_str()))
         // A plan travels as one comma-joined text (`string_to_array` rebuilds it): a
         // PostgreSQL array of arrays must be rectangular, and `unnest` flattens it.
-        .bind(each(sagas, |s| {
-            s.plan
-                .iter()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        }))
+        .bind(each(sagas, |s| s.plan_names().join(",")))
         .bind(each(sagas, |s| sqlx::types::Json(&s.steps)))
         .bind(each(sagas, |s| {
             i32::try_from(s.attempts).unwrap_or(i32::MAX)
@@ -325,7 +319,7 @@ pub async fn save_leased(
     .bind(owner)
     .bind(saga.state.as_str())
     .bind(saga.parked_from.map(|s| s.as_str()))
-    .bind(saga.plan.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    .bind(saga.plan_names())
     .bind(sqlx::types::Json(&saga.steps))
     .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
     .bind(saga.next_attempt_at)
@@ -383,7 +377,7 @@ pub async fn save_admin(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx
     .bind(saga.order_id)
     .bind(saga.state.as_str())
     .bind(saga.parked_from.map(|s| s.as_str()))
-    .bind(saga.plan.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    .bind(saga.plan_names())
     .bind(sqlx::types::Json(&saga.steps))
     .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
     .bind(saga.next_attempt_at)

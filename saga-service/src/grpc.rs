@@ -90,11 +90,12 @@ impl From<&Saga> for pb::Saga {
             order_id: s.order_id.to_string(),
             state: s.state.as_str().into(),
             current_step: s
-                .current_step()
+                .plan_names()
+                .into_iter()
+                .next()
                 .filter(|_| !matches!(s.state, SagaState::Completed | SagaState::Compensated))
-                .map(|step| step.as_str().to_owned())
                 .unwrap_or_default(),
-            remaining_steps: s.plan.iter().map(|step| step.as_str().to_owned()).collect(),
+            remaining_steps: s.plan_names(),
             steps: s
                 .steps
                 .iter()

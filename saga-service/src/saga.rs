@@ -65,6 +65,26 @@ impl Step {
         Step::ALL.into_iter().find(|step| step.as_str() == s)
     }
 
+    /// The name this step is stored and shown under in a plan: a forward step in a
+    /// compensation plan is `settle_` and its name (voided, or read and undone if it ran).
+    /// A saga-service older than steps sent at once cannot parse that name, so it leaves
+    /// such a saga alone instead of sending the step as if it were a compensation.
+    pub fn plan_name(self, compensating: bool) -> String {
+        if compensating && self.is_forward() {
+            format!("{SETTLE}{}", self.as_str())
+        } else {
+            self.as_str().to_owned()
+        }
+    }
+
+    /// Parses a name from a stored plan ([`Step::plan_name`]).
+    pub fn parse_plan_name(s: &str) -> Option<Step> {
+        match s.strip_prefix(SETTLE) {
+            Some(step) => Step::parse(step).filter(|step| step.is_forward()),
+            None => Step::parse(s),
+        }
+    }
+
     /// True for the steps that move the order forward (they have deadlines).
     pub fn is_forward(self) -> bool {
         matches!(
@@ -92,13 +112,17 @@ impl Step {
     }
 }
 
+/// The prefix of a forward step's name in a compensation plan.
+const SETTLE: &str = "settle_";
+
 /// Where a saga is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaState {
     /// Moving the order forward (or settling a forward step in doubt).
     Running,
-    /// Undoing what was done, then cancelling the order.
+    /// Settling any step sent beside one that failed, undoing what was done, then
+    /// cancelling the order.
     Compensating,
     /// The order is confirmed. Final, unless the order is cancelled afterwards: then the
     /// saga compensates it.
@@ -152,7 +176,7 @@ pub enum StepStatus {
     /// Refused (a business rule, or a compensation the operator gave up on).
     Failed,
     /// Never ran, and never will: its command id was voided after a deadline or a
-    /// cancellation.
+    /// cancellation, or because the step it was sent beside failed.
     Voided,
 }
 
@@ -238,7 +262,7 @@ pub struct Policy {
     /// The longest one attempt (a command or a void) may take.
     pub attempt_timeout: Duration,
     /// Authorise the payment only once the stock is reserved, instead of sending both at
-    /// once ([`Saga::beside`]).
+    /// once ([`Saga::sent_with`]).
     pub sequential: bool,
 }
 
@@ -337,7 +361,9 @@ pub struct Saga {
     pub next_attempt_at: DateTime<Utc>,
     /// When the current forward step's attempts stop and its outcome is settled.
     pub step_deadline: Option<DateTime<Utc>>,
-    /// Set while the current forward step's outcome is being settled.
+    /// Set while the current forward step's outcome is being settled. While compensating,
+    /// a forward step at the head of the plan is voided with this unset, and it is set to
+    /// `Reread` once the void found the step had run.
     pub settling: Option<Settling>,
     /// Why it compensates (while settling: why it will, if the step never ran).
     pub reason: Option<String>,
@@ -404,6 +430,17 @@ impl Saga {
         self.plan.first().copied()
     }
 
+    /// The plan by the names it is stored and shown under ([`Step::plan_name`]).
+    pub fn plan_names(&self) -> Vec<String> {
+        let compensating = self.state == SagaState::Compensating
+            || (self.state == SagaState::NeedsAttention
+                && self.parked_from == Some(SagaState::Compensating));
+        self.plan
+            .iter()
+            .map(|step| step.plan_name(compensating))
+            .collect()
+    }
+
     /// Acts on a cancellation the order's log (or an operator) asked for: a running saga
     /// settles the step that may be in flight, then compensates; a completed one
     /// compensates at once. Returns true when the saga changed, so the worker saves that
@@ -438,7 +475,7 @@ impl Saga {
     /// the step sent beside is recorded only if the current step succeeds, as if it had
     /// been sent just after; otherwise it is in doubt, and compensation voids it before
     /// anything else ([`Saga::compensate`]).
-    pub fn beside(&self, now: DateTime<Utc>, policy: &Policy) -> Option<Step> {
+    pub fn sent_with(&self, now: DateTime<Utc>, policy: &Policy) -> Option<Step> {
         let fresh = self.state == SagaState::Running
             && self.settling.is_none()
             && !self.cancel_requested
@@ -1001,12 +1038,12 @@ pub(crate) mod tests {
     fn payment_is_sent_beside_a_fresh_reservation_only() {
         let p = policy();
         let mut s = saga();
-        assert_eq!(s.beside(t(0), &p), Some(Step::AuthorizePayment));
+        assert_eq!(s.sent_with(t(0), &p), Some(Step::AuthorizePayment));
         let sequential = Policy {
             sequential: true,
             ..policy()
         };
-        assert_eq!(s.beside(t(0), &sequential), None);
+        assert_eq!(s.sent_with(t(0), &sequential), None);
         // Not while waiting for a retry, settling, or cancelled; not beside anything else.
         s.record(
             Step::ReserveStock,
@@ -1015,14 +1052,14 @@ pub(crate) mod tests {
             &p,
             1.0,
         );
-        assert_eq!(s.beside(t(1), &p), None);
+        assert_eq!(s.sent_with(t(1), &p), None);
         assert_eq!(
-            s.beside(s.next_attempt_at, &p),
+            s.sent_with(s.next_attempt_at, &p),
             Some(Step::AuthorizePayment)
         );
         let mut cancelled = s.clone();
         cancelled.cancel_requested = true;
-        assert_eq!(cancelled.beside(s.next_attempt_at, &p), None);
+        assert_eq!(cancelled.sent_with(s.next_attempt_at, &p), None);
         s.record(
             Step::ReserveStock,
             StepResult::Refused("out".into()),
@@ -1031,10 +1068,10 @@ pub(crate) mod tests {
             1.0,
         );
         assert_eq!(s.settling, Some(Settling::Void));
-        assert_eq!(s.beside(t(300), &p), None);
+        assert_eq!(s.sent_with(t(300), &p), None);
         let mut s = saga();
         succeed(&mut s, &[Step::ReserveStock], 1);
-        assert_eq!(s.beside(t(1), &p), None);
+        assert_eq!(s.sent_with(t(1), &p), None);
     }
 
     #[test]
@@ -1441,6 +1478,32 @@ pub(crate) mod tests {
             Step::ReserveStock.command_id(order),
             Step::ReserveStock.command_id(Uuid::from_u128(8))
         );
+    }
+
+    #[test]
+    fn a_forward_step_in_a_compensation_plan_is_stored_under_its_own_name() {
+        let p = policy();
+        let mut s = saga();
+        assert_eq!(
+            s.plan_names(),
+            ["reserve_stock", "authorize_payment", "confirm_order"]
+        );
+        s.record(
+            Step::ReserveStock,
+            StepResult::Refused("out".into()),
+            t(1),
+            &p,
+            1.0,
+        );
+        s.record_void(Step::ReserveStock, VoidResult::Voided, t(2), &p, 1.0);
+        assert_eq!(s.plan_names(), ["settle_authorize_payment", "cancel_order"]);
+        s.park();
+        assert_eq!(s.plan_names(), ["settle_authorize_payment", "cancel_order"]);
+        for name in s.plan_names() {
+            assert!(Step::parse_plan_name(&name).is_some(), "{name}");
+        }
+        assert_eq!(Step::parse("settle_authorize_payment"), None);
+        assert_eq!(Step::parse_plan_name("settle_cancel_order"), None);
     }
 
     #[test]

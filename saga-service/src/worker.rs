@@ -1,6 +1,6 @@
 //! Drives due sagas: claim one with a lease (or take one the follower started with this
 //! instance's lease, [`Handoffs`]), send its step (or void it), record the answer, repeat.
-//! ReserveStock and AuthorizePayment go at once ([`Saga::beside`]); the payment's answer
+//! ReserveStock and AuthorizePayment go at once ([`Saga::sent_with`]); the payment's answer
 //! is recorded once the reservation's says the saga went on to it.
 //!
 //! The saga row is written after every answer that changes more than which step is next
@@ -285,7 +285,7 @@ impl Worker {
                 Action::Send(step) => {
                     // Authorising is sent beside reserving, unless the policy says not to.
                     let beside = saga
-                        .beside(now, &self.policy)
+                        .sent_with(now, &self.policy)
                         .map(|next| (next, self.attempt_timeout(&saga, next, now)));
                     let timeout = self.attempt_timeout(&saga, step, now);
                     let mut other = beside.map(|_| self.client.clone());
@@ -320,10 +320,13 @@ impl Worker {
                         if saga.moved_on_from(mark, self.clock.now())
                             && saga.next_action(self.clock.now()) == Action::Send(next)
                         {
+                            // From here the saga is judged by the step sent beside: whether
+                            // it, too, only moved the saga on.
                             mark = saga.mark();
                             self.answered(&mut saga, next, answer).await;
                         } else {
-                            observe_call(&saga, next, &answer.0, answer.1);
+                            // In doubt; compensation settles it. Timed, but not a retry.
+                            observe_call(&saga, next, &answer.0, answer.1, false);
                         }
                     }
                     // A lost lease lets the saga go without saving the answer (whoever holds
@@ -417,7 +420,7 @@ impl Worker {
         step: Step,
         (result, took): (StepResult, Duration),
     ) -> bool {
-        let transient = observe_call(saga, step, &result, took);
+        let transient = observe_call(saga, step, &result, took, true);
         self.failpoint(step).await;
         saga.record(step, result, self.clock.now(), &self.policy, jitter());
         transient
@@ -498,8 +501,15 @@ fn take_in(
     }
 }
 
-/// Logs a call's answer and counts it in the metrics. True when it was transient.
-fn observe_call(saga: &Saga, step: Step, result: &StepResult, took: Duration) -> bool {
+/// Logs a call's answer and times it in the metrics; a transient answer to a call
+/// whose answer is `recorded` counts as a retry. True when it was transient.
+fn observe_call(
+    saga: &Saga,
+    step: Step,
+    result: &StepResult,
+    took: Duration,
+    recorded: bool,
+) -> bool {
     tracing::debug!(order_id = %saga.order_id, step = step.as_str(), ?result, "saga step");
     let outcome = match result {
         StepResult::Succeeded => "succeeded",
@@ -509,7 +519,7 @@ fn observe_call(saga: &Saga, step: Step, result: &StepResult, took: Duration) ->
     };
     metrics::histogram!("saga_step_seconds", "step" => step.as_str(), "outcome" => outcome)
         .record(took.as_secs_f64());
-    if outcome == "transient" {
+    if outcome == "transient" && recorded {
         metrics::counter!("saga_step_retries_total", "step" => step.as_str()).increment(1);
     }
     outcome == "transient"

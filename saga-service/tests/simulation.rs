@@ -364,7 +364,7 @@ enum Phase {
     },
 }
 
-/// A step sent beside the current one ([`Saga::beside`]).
+/// A step sent beside the current one ([`Saga::sent_with`]).
 #[derive(Debug)]
 struct Side {
     step: Step,
@@ -764,7 +764,7 @@ impl Sim {
                 // Sent beside: most sends may, some go alone, as if an operator switched
                 // SAGA_SEQUENTIAL_STEPS between restarts.
                 let side = match action {
-                    Action::Send(_) if self.rng.chance(80) => saga.beside(now, &self.policy),
+                    Action::Send(_) if self.rng.chance(80) => saga.sent_with(now, &self.policy),
                     _ => None,
                 };
                 let id = self.next_request;
@@ -792,7 +792,12 @@ impl Sim {
                         order: order_of(&saga),
                         words: words(&saga, step),
                     };
-                    self.send(w, side_id, &request, 1, timeout);
+                    let copies = if self.faults && self.rng.chance(5) {
+                        2
+                    } else {
+                        1
+                    };
+                    self.send(w, side_id, &request, copies, timeout);
                     Side {
                         step,
                         id: side_id,

@@ -214,3 +214,37 @@ async fn a_saga_handed_to_an_idle_worker_does_not_wait_for_its_lease(pool: PgPoo
         assert_eq!(finished(&mut s, &order_id).await.state, "completed");
     }
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_payment_to_settle_is_stored_under_a_name_older_builds_refuse(pool: PgPool) {
+    use saga_service::saga::{Step, StepResult, VoidResult};
+    // Out of stock: compensation starts by settling the payment sent beside.
+    let policy = policy();
+    let mut saga = saga(uuid::Uuid::new_v4());
+    let now = chrono::Utc::now();
+    saga.record(
+        Step::ReserveStock,
+        StepResult::Refused("out".into()),
+        now,
+        &policy,
+        1.0,
+    );
+    saga.record_void(Step::ReserveStock, VoidResult::Voided, now, &policy, 1.0);
+    let mut conn = pool.acquire().await.unwrap();
+    db::insert(&mut conn, std::slice::from_ref(&saga))
+        .await
+        .unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT plan FROM sagas WHERE order_id = $1")
+        .bind(saga.order_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // A build that only knows the six plain step names cannot decode it, so it never
+    // sends the payment as if it were a compensation.
+    assert_eq!(stored, ["settle_authorize_payment", "cancel_order"]);
+    let read = db::get(&pool, saga.order_id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.state, read.plan),
+        (saga.state, vec![Step::AuthorizePayment, Step::CancelOrder])
+    );
+}
