@@ -363,7 +363,9 @@ pub struct Saga {
     pub step_deadline: Option<DateTime<Utc>>,
     /// Set while the current forward step's outcome is being settled. While compensating,
     /// a forward step at the head of the plan is voided with this unset, and it is set to
-    /// `Reread` once the void found the step had run.
+    /// `Reread` once the void found the step had run; there, as for every compensation
+    /// step, attempts that keep failing park the saga (a running saga's reread retries
+    /// until it gets an answer).
     pub settling: Option<Settling>,
     /// Why it compensates (while settling: why it will, if the step never ran).
     pub reason: Option<String>,
