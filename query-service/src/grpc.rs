@@ -401,6 +401,10 @@ impl QueryService for QueryApi {
             ))
         })?;
         self.reach(token, wait).await?;
+        // Subscribed before the first view is read: a batch applied in between wakes the
+        // stream, which otherwise would wait for the next one (forever, if the order's last
+        // event was in it and nothing else is appended).
+        let checkpoint = self.state.subscribe();
         let first = order_view(&self.state, &self.reads, id)
             .await?
             .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
@@ -414,7 +418,6 @@ impl QueryService for QueryApi {
             last: first.as_ref().clone(),
             tx,
         };
-        let checkpoint = self.state.subscribe();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let _guard = guard;
