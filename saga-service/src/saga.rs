@@ -721,8 +721,9 @@ impl Saga {
         // Unsettled: never recorded, or only as running. Sent beside a step that failed,
         // or by an earlier incarnation of this saga; its command may still land, so it is
         // voided before anything is given back.
-        let unsettled = [Step::ReserveStock, Step::AuthorizePayment]
+        let unsettled = Step::ALL
             .into_iter()
+            .filter(|step| step.is_forward() && step.undo().is_some())
             .filter(|&step| {
                 !self
                     .steps

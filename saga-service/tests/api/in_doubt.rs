@@ -425,6 +425,17 @@ async fn a_cancellation_during_a_chained_step_is_taken_in_before_the_next_step(p
     assert_eq!(effects(&pool, order_id).await, [1, 1, 0, 0, 0, 1]);
 }
 
+/// A saga whose confirmation was refused (the order was cancelled meanwhile): the steps
+/// it took, then everything given back.
+const CONFIRMATION_REFUSED_EVERYTHING_GIVEN_BACK: [(&str, &str); 6] = [
+    ("reserve_stock", "succeeded"),
+    ("authorize_payment", "succeeded"),
+    ("confirm_order", "failed"),
+    ("refund_payment", "succeeded"),
+    ("release_stock", "succeeded"),
+    ("cancel_order", "succeeded"),
+];
+
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_cancellation_while_stock_and_payment_are_in_flight_gives_both_back(pool: PgPool) {
     // Both done, both replies held. Bound whole: the services run as long as `held` does.
@@ -441,14 +452,7 @@ async fn a_cancellation_while_stock_and_payment_are_in_flight_gives_both_back(po
     assert_eq!(saga.state, "compensated", "{saga:#?}");
     assert_eq!(
         step_names(&saga),
-        vec![
-            ("reserve_stock", "succeeded"),
-            ("authorize_payment", "succeeded"),
-            ("confirm_order", "failed"),
-            ("refund_payment", "succeeded"),
-            ("release_stock", "succeeded"),
-            ("cancel_order", "succeeded")
-        ]
+        CONFIRMATION_REFUSED_EVERYTHING_GIVEN_BACK
     );
     assert_eq!(effects(&pool, order_id).await, [1, 1, 1, 1, 0, 1]);
 }
@@ -494,14 +498,7 @@ async fn a_cancellation_during_the_authorisation_is_taken_in_beside_the_confirma
     assert_eq!(saga.state, "compensated", "{saga:#?}");
     assert_eq!(
         step_names(&saga),
-        vec![
-            ("reserve_stock", "succeeded"),
-            ("authorize_payment", "succeeded"),
-            ("confirm_order", "failed"),
-            ("refund_payment", "succeeded"),
-            ("release_stock", "succeeded"),
-            ("cancel_order", "succeeded")
-        ]
+        CONFIRMATION_REFUSED_EVERYTHING_GIVEN_BACK
     );
     assert_eq!(effects(&pool, order_id).await, [1, 1, 1, 1, 0, 1]);
 }
