@@ -17,12 +17,12 @@ use domain_events::{DomainEvent, EventType, StoredEvent};
 use event_store::{PostgresEventStore, RecordedEvent, Subscription};
 use service_runtime::Clock;
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::{
     db,
     saga::{Policy, Saga, SagaLine},
-    worker::Handoffs,
+    worker::{Handoffs, Work},
 };
 
 /// The follower's checkpoint name.
@@ -40,7 +40,7 @@ pub async fn run(
     store: PostgresEventStore,
     clock: Arc<dyn Clock>,
     policy: Policy,
-    work: Arc<Notify>,
+    work: Arc<Work>,
     handoffs: Arc<Handoffs>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -97,7 +97,7 @@ async fn follow(
     store: &PostgresEventStore,
     clock: &dyn Clock,
     policy: &Policy,
-    work: &Notify,
+    work: &Work,
     handoffs: &Handoffs,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -146,8 +146,12 @@ async fn follow(
                         .iter()
                         .map(|s| s.order_id)
                         .collect();
-                    if !handed.is_empty() {
-                        let _ = db::release(store.pool(), &handed, handoffs.owner).await;
+                    if !handed.is_empty()
+                        && db::release(store.pool(), &handed, handoffs.owner)
+                            .await
+                            .is_ok()
+                    {
+                        work.due(handed.len());
                     }
                     return Err(err.into());
                 }
@@ -155,7 +159,6 @@ async fn follow(
         checkpoint = last;
         metrics::counter!("saga_started_total").increment(changes.started.len() as u64);
         metrics::counter!("saga_handed_off_total").increment(leased.len() as u64);
-        // One idle worker per saga that changed, rather than every worker racing to claim.
         let wake = changes.workers_to_wake();
         if !leased.is_empty() {
             // A replayed placement (its saga already written) is not among them.
@@ -166,9 +169,10 @@ async fn follow(
         for (order_id, reason) in &changes.cancelled {
             handoffs.cancel(*order_id, reason, now);
         }
-        for _ in 0..wake {
-            work.notify_one();
-        }
+        // One idle worker per saga that changed, rather than every worker racing to claim;
+        // those not handed off are in the table, each owed a claim.
+        work.handed(leased.len());
+        work.due(wake.saturating_sub(leased.len()));
     }
 }
 

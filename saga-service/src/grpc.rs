@@ -12,13 +12,13 @@ use service_runtime::{
     },
 };
 use sqlx::{Connection, PgPool};
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
     db,
     saga::{Policy, Saga, SagaState},
+    worker::Work,
 };
 
 /// Serves the admin API.
@@ -26,12 +26,12 @@ pub struct SagaApi {
     pool: PgPool,
     clock: Arc<dyn Clock>,
     policy: Policy,
-    work: Arc<Notify>,
+    work: Arc<Work>,
 }
 
 impl SagaApi {
     /// The API over the saga table.
-    pub fn new(pool: PgPool, clock: Arc<dyn Clock>, policy: Policy, work: Arc<Notify>) -> Self {
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>, policy: Policy, work: Arc<Work>) -> Self {
         Self {
             pool,
             clock,
@@ -61,7 +61,7 @@ impl SagaApi {
         change(&mut saga, now).map_err(Status::failed_precondition)?;
         db::save_admin(&mut tx, &saga).await.map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        self.work.notify_waiters();
+        self.work.due(1);
         Ok(saga)
     }
 }

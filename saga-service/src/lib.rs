@@ -199,7 +199,7 @@ pub async fn run_with_clock(
         endpoint.connect_lazy(),
         service_runtime::auth::BearerToken::new(config.command_service_token.as_deref())?,
     );
-    let work = Arc::new(Notify::new());
+    let work = Arc::new(worker::Work::new());
     let (stop, stopping) = watch::channel(false);
     let owner = uuid::Uuid::new_v4();
     let handoffs = Arc::new(worker::Handoffs::new(

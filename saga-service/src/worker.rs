@@ -1,5 +1,7 @@
 //! Drives due sagas: claim one with a lease (or take one the follower started with this
 //! instance's lease, [`Handoffs`]), send its step (or void it), record the answer, repeat.
+//! A worker claims only with a reason ([`Work`]): a saga made due in the table that no claim
+//! has looked for yet, or the idle poll.
 //! ReserveStock and AuthorizePayment go at once ([`Saga::sent_with`]); the payment's answer
 //! is recorded once the reservation's says the saga went on to it.
 //!
@@ -30,7 +32,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use service_runtime::Clock;
 use sqlx::PgPool;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, futures::Notified, watch};
 use uuid::Uuid;
 
 use tracing::Instrument;
@@ -156,6 +158,66 @@ impl Handoffs {
     }
 }
 
+/// Wake-ups for this instance's workers, and how many claims are owed: one for each saga
+/// made due in the saga table (started and not handed off, flagged cancelled, due again
+/// after a retry's wait, changed by an operator) that no claim has looked for yet. A worker
+/// claims when it takes one of those, or when the idle poll asks, not after every saga it
+/// drives: under load four claims in five made that way found nothing. A saga made due
+/// with no claim owed (another instance let it go, a hand-off that waited too long) is
+/// found by the poll.
+#[derive(Debug, Default)]
+pub struct Work {
+    notify: Notify,
+    owed: AtomicUsize,
+}
+
+impl Work {
+    /// Nothing owed, nobody woken.
+    pub fn new() -> Work {
+        Work::default()
+    }
+
+    /// `n` sagas were made due in the table: as many claims are owed, and as many idle
+    /// workers are woken (a worker busy now takes what is owed when it is done).
+    pub fn due(&self, n: usize) {
+        self.owed.fetch_add(n, Ordering::AcqRel);
+        self.wake(n);
+    }
+
+    /// `n` sagas were handed off ([`Handoffs`]): as many idle workers are woken, and no
+    /// claim is owed.
+    pub fn handed(&self, n: usize) {
+        self.wake(n);
+    }
+
+    fn wake(&self, n: usize) {
+        for _ in 0..n {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Takes one owed claim, if any is.
+    fn take_owed(&self) -> bool {
+        self.owed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Gives back a claim that could not be made.
+    fn give_back(&self) {
+        self.owed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Claims owed now.
+    pub fn owed(&self) -> usize {
+        self.owed.load(Ordering::Acquire)
+    }
+
+    fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+}
+
 /// A lease's length as the clock counts it (10 s if it does not fit).
 fn lease_span(lease: Duration) -> chrono::Duration {
     chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10))
@@ -172,8 +234,9 @@ pub struct Worker {
     pub clock: Arc<dyn Clock>,
     /// Deadlines and retries.
     pub policy: Policy,
-    /// Fires when the follower started or flagged sagas.
-    pub work: Arc<Notify>,
+    /// Wakes a worker when the follower started or flagged sagas, and counts the claims
+    /// owed.
+    pub work: Arc<Work>,
     /// Fires for one idle worker at a time, every second ([`tick_polls`]): the instance
     /// looks for due sagas anyway, sagas another instance let go or whose wake-up was lost
     /// with a crash (this instance's retries wake a worker when they are due). A worker that
@@ -203,12 +266,14 @@ impl Worker {
     /// Runs until `shutdown` flips.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let lease = lease_span(self.handoffs.lease);
-        let mut woken_by_poll = false;
+        // The first look is made as if a poll asked: a backlog left from before a restart
+        // is taken up at once, by every idle worker.
+        let mut woken_by_poll = true;
         while !*shutdown.borrow() {
             if let Some((saga, leased_at, more)) = self.handoffs.take() {
                 if more {
                     // Pass the rest on, should their wake-ups have gone to fewer workers.
-                    self.work.notify_one();
+                    self.work.handed(1);
                 }
                 if std::mem::take(&mut woken_by_poll) {
                     // The poll asked for a look at the table: another idle worker takes it.
@@ -218,40 +283,54 @@ impl Worker {
                 continue;
             }
             // Taken before looking: a wake-up sent between the look and the wait is kept
-            // (as a permit for `notify_one`, or for this future by `notify_waiters`).
+            // (as a permit for `notify_one`).
             let work = self.work.clone();
             let notified = work.notified();
             let poll = self.poll.clone();
             let polled = poll.notified();
-            // The lease runs from the clock reading the claim is made with, at the latest.
-            let claiming = Instant::now();
-            match db::claim(&self.pool, self.handoffs.owner, self.clock.now(), lease).await {
-                Ok(Some(saga)) => {
-                    if std::mem::take(&mut woken_by_poll) {
-                        self.poll.notify_one();
+            let by_poll = std::mem::take(&mut woken_by_poll);
+            if by_poll || self.work.take_owed() {
+                // The lease runs from the clock reading the claim is made with, at the latest.
+                let claiming = Instant::now();
+                let claimed =
+                    db::claim(&self.pool, self.handoffs.owner, self.clock.now(), lease).await;
+                let result = match &claimed {
+                    Ok(Some(_)) => "found",
+                    Ok(None) => "none",
+                    Err(_) => "error",
+                };
+                metrics::counter!("saga_claims_total", "result" => result).increment(1);
+                match claimed {
+                    Ok(Some(saga)) => {
+                        if by_poll {
+                            self.poll.notify_one();
+                        }
+                        self.drive(saga, claiming).await;
+                        continue;
                     }
-                    self.drive(saga, claiming).await;
-                }
-                Ok(None) => {
-                    self.handoffs.idle.fetch_add(1, Ordering::Relaxed);
-                    let woken = tokio::select! {
-                        () = notified => Some(false),
-                        () = polled => Some(true),
-                        _ = shutdown.wait_for(|s| *s) => None,
-                    };
-                    self.handoffs.idle.fetch_sub(1, Ordering::Relaxed);
-                    let Some(by_poll) = woken else { return };
-                    woken_by_poll = by_poll;
-                }
-                Err(err) => {
-                    woken_by_poll = false;
-                    tracing::warn!(error = %err, "cannot claim a saga");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = shutdown.wait_for(|s| *s) => return,
+                    Ok(None) => {}
+                    Err(err) => {
+                        if !by_poll {
+                            self.work.give_back();
+                        }
+                        tracing::warn!(error = %err, "cannot claim a saga");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            _ = shutdown.wait_for(|s| *s) => return,
+                        }
+                        continue;
                     }
                 }
             }
+            self.handoffs.idle.fetch_add(1, Ordering::Relaxed);
+            let woken = tokio::select! {
+                () = notified => Some(false),
+                () = polled => Some(true),
+                _ = shutdown.wait_for(|s| *s) => None,
+            };
+            self.handoffs.idle.fetch_sub(1, Ordering::Relaxed);
+            let Some(by_poll) = woken else { return };
+            woken_by_poll = by_poll;
         }
     }
 
@@ -408,7 +487,7 @@ impl Worker {
         let work = self.work.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            work.notify_one();
+            work.due(1);
         });
     }
 
@@ -577,6 +656,37 @@ mod tests {
         let mut saga = crate::saga::tests::saga();
         saga.order_id = Uuid::new_v4();
         saga
+    }
+
+    #[test]
+    fn a_claim_is_owed_for_each_saga_made_due_in_the_table_and_none_for_a_hand_off() {
+        let work = Work::new();
+        work.handed(3);
+        assert!(
+            !work.take_owed(),
+            "a saga handed off is not looked for in the table"
+        );
+        work.due(2);
+        assert_eq!(work.owed(), 2);
+        assert!(work.take_owed() && work.take_owed());
+        assert!(!work.take_owed(), "two sagas made due, two claims");
+        work.give_back();
+        assert!(
+            work.take_owed(),
+            "a claim that could not be made is owed again"
+        );
+        assert_eq!(work.owed(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_sent_while_every_worker_is_busy_is_kept() {
+        let work = Work::new();
+        work.due(1);
+        // No worker was waiting: the next one to wait is woken at once, and finds the claim.
+        tokio::time::timeout(Duration::from_secs(5), work.notified())
+            .await
+            .expect("the wake-up was kept");
+        assert!(work.take_owed());
     }
 
     #[test]

@@ -248,3 +248,96 @@ async fn a_payment_to_settle_is_stored_under_a_name_older_builds_refuse(pool: Pg
         (saga.state, vec![Step::AuthorizePayment, Step::CancelOrder])
     );
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_worker_looks_in_the_table_only_when_a_claim_is_owed_or_the_poll_asks(pool: PgPool) {
+    use std::{sync::Arc, time::Duration};
+
+    use saga_service::worker::{Handoffs, Work, Worker};
+    use tokio::sync::{Notify, watch};
+
+    let command = start_command_service(&pool).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    create_product(&mut c, "SKU-1", 5).await;
+    // One worker, with no follower and no poll ticking: its wake-ups are the test's.
+    let (work, poll) = (Arc::new(Work::new()), Arc::new(Notify::new()));
+    let handoffs = Arc::new(Handoffs::new(uuid::Uuid::new_v4(), Duration::from_secs(10)));
+    let worker = Worker {
+        pool: pool.clone(),
+        client: CommandServiceClient::with_interceptor(
+            command.channel().await,
+            service_runtime::auth::BearerToken::new(None).unwrap(),
+        ),
+        clock: Arc::new(service_runtime::SystemClock),
+        policy: policy(),
+        work: work.clone(),
+        poll: poll.clone(),
+        handoffs: handoffs.clone(),
+        failpoint: None,
+    };
+    let (stop, stopping) = watch::channel(false);
+    let running = tokio::spawn(worker.run(stopping));
+    // Its first look, as if polled, finds nothing; then it waits.
+    while handoffs.idle() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Two sagas made due behind the instance's back, as another instance lets them go.
+    let mut conn = pool.acquire().await.unwrap();
+    let mut orders = Vec::new();
+    for _ in 0..2 {
+        let order_id = place_order(&mut c, &[("SKU-1", 1)], "card").await;
+        let order_id: uuid::Uuid = order_id.parse().unwrap();
+        db::insert(&mut conn, &[saga(order_id)]).await.unwrap();
+        orders.push(order_id);
+    }
+    let states = || async {
+        let mut states = Vec::new();
+        for order_id in &orders {
+            let (state, leased): (String, bool) = sqlx::query_as(
+                "SELECT state, lease_owner IS NOT NULL FROM sagas WHERE order_id = $1",
+            )
+            .bind(order_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            states.push(if leased { "leased".to_owned() } else { state });
+        }
+        states.sort();
+        states
+    };
+    let settle = Duration::from_millis(300);
+
+    // A wake-up with no claim owed (a hand-off another worker took first) is no reason to
+    // look.
+    work.handed(1);
+    tokio::time::sleep(settle).await;
+    assert_eq!(states().await, ["running", "running"]);
+
+    // A claim owed finds one, and only one: driving it is no reason to look again.
+    work.due(1);
+    let mut now = states().await;
+    for _ in 0..500 {
+        if now.contains(&"completed".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        now = states().await;
+    }
+    assert_eq!(now, ["completed", "running"]);
+    tokio::time::sleep(settle).await;
+    assert_eq!(states().await, ["completed", "running"]);
+    assert_eq!(work.owed(), 0);
+
+    // The poll finds the other.
+    poll.notify_one();
+    for _ in 0..500 {
+        if states().await == ["completed", "completed"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(states().await, ["completed", "completed"]);
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}

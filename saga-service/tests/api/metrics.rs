@@ -135,6 +135,8 @@ async fn the_metrics_move_with_what_happens(pool: PgPool) {
     assert!(
         value(&after, "saga_handed_off_total", &[]) > value(&before, "saga_handed_off_total", &[])
     );
+    // Each worker's first look, at start, found the table empty.
+    assert!(value(&after, "saga_claims_total", &["result=\"none\""]) > 0.0);
 
     // A transaction left open holds the log back, and the gauge says so.
     let mut holder = sqlx::PgConnection::connect(&test_support::database_url(&pool))
