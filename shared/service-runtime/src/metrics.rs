@@ -220,6 +220,10 @@ fn describe() {
         "Sagas the follower started with its own instance's lease, for an idle worker to drive without a claim."
     );
     describe_counter!(
+        "saga_claims_total",
+        "Looks for a due saga in the saga table, by result (found, none, error): made when a claim is owed or the idle poll asks."
+    );
+    describe_counter!(
         "saga_finished_total",
         "Sagas that reached a final state, by state (completed, compensated)."
     );
