@@ -230,6 +230,9 @@ pub async fn apply_batch(
            ARRAY(SELECT order_id FROM started WHERE lease_owner IS NOT NULL)",
         insert = INSERT_SAGAS.replace("{filter}", "WHERE EXISTS (SELECT 1 FROM moved)"),
     );
+    // Flagged in order id order, as the workers' saves are written (see `save_and_check`).
+    let mut cancelled: Vec<&(Uuid, String)> = batch.cancelled.iter().collect();
+    cancelled.sort_unstable_by_key(|c| c.0);
     let row = bind_sagas(
         sqlx::query(sqlx::AssertSqlSafe(sql)),
         &batch.started,
@@ -241,14 +244,8 @@ pub async fn apply_batch(
     .bind(to.to_columns().0)
     .bind(to.to_columns().1)
     .bind(applied)
-    .bind(batch.cancelled.iter().map(|c| c.0).collect::<Vec<_>>())
-    .bind(
-        batch
-            .cancelled
-            .iter()
-            .map(|c| c.1.as_str())
-            .collect::<Vec<_>>(),
-    )
+    .bind(cancelled.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind(cancelled.iter().map(|c| c.1.as_str()).collect::<Vec<_>>())
     .bind(now)
     .fetch_one(conn)
     .await?;
@@ -299,56 +296,111 @@ pub async fn claim(
         .transpose()
 }
 
-/// Writes the saga back if `owner` still holds its lease; `keep_lease` says whether the
-/// worker goes on with it. Returns the stored cancellation request (set meanwhile by the
-/// follower), or `None` when the lease was lost.
-pub async fn save_leased(
-    pool: &PgPool,
-    saga: &Saga,
-    owner: Uuid,
+/// What a save or a check of a leased saga finds: the stored cancellation request (set
+/// meanwhile by the follower), or `None` when the lease was lost.
+pub type Stored = Option<(bool, Option<String>)>;
+
+/// A leased saga's row as [`save_and_check`] writes it back, its columns ready to bind.
+#[derive(Debug, Clone)]
+pub struct SagaSave {
+    order_id: Uuid,
+    state: &'static str,
+    parked_from: Option<&'static str>,
+    /// The plan's step names joined by commas (step names are `[a-z_]+`).
+    plan: String,
+    /// The steps' JSON text.
+    steps: String,
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+    step_deadline: Option<DateTime<Utc>>,
+    reason: Option<String>,
+    last_error: Option<String>,
+    updated_at: DateTime<Utc>,
     keep_lease: bool,
-) -> Result<Option<(bool, Option<String>)>, sqlx::Error> {
-    let row = sqlx::query(
-        "UPDATE sagas SET state = $3, parked_from = $4, plan = $5, steps = $6, attempts = $7, next_attempt_at = $8, \
-           step_deadline = $9, reason = $10, last_error = $11, updated_at = $12, settling = $14, \
-           lease_owner = CASE WHEN $13 THEN lease_owner END, lease_until = CASE WHEN $13 THEN lease_until END \
-         WHERE order_id = $1 AND lease_owner = $2 \
-         RETURNING cancel_requested, cancel_reason",
-    )
-    .bind(saga.order_id)
-    .bind(owner)
-    .bind(saga.state.as_str())
-    .bind(saga.parked_from.map(|s| s.as_str()))
-    .bind(saga.plan_names())
-    .bind(sqlx::types::Json(&saga.steps))
-    .bind(i32::try_from(saga.attempts).unwrap_or(i32::MAX))
-    .bind(saga.next_attempt_at)
-    .bind(saga.step_deadline)
-    .bind(&saga.reason)
-    .bind(&saga.last_error)
-    .bind(saga.updated_at)
-    .bind(keep_lease)
-    .bind(saga.settling.map(Settling::as_str))
-    .fetch_optional(pool)
-    .await?;
-    row.map(|r| Ok((r.try_get("cancel_requested")?, r.try_get("cancel_reason")?)))
-        .transpose()
+    settling: Option<&'static str>,
 }
 
-/// What [`save_leased`] returns, without writing: the stored cancellation request if
-/// `owner` still holds the saga's lease, or `None` when the lease was lost. A worker asks
-/// this between steps it chains without a save.
-pub async fn check_leased(
+impl SagaSave {
+    /// The row of `saga`; `keep_lease` says whether the worker goes on with it.
+    pub fn new(saga: &Saga, keep_lease: bool) -> Self {
+        Self {
+            order_id: saga.order_id,
+            state: saga.state.as_str(),
+            parked_from: saga.parked_from.map(SagaState::as_str),
+            plan: saga.plan_names().join(","),
+            // A Vec of plain records always serialises.
+            steps: serde_json::to_string(&saga.steps).unwrap_or_else(|_| "[]".into()),
+            attempts: i32::try_from(saga.attempts).unwrap_or(i32::MAX),
+            next_attempt_at: saga.next_attempt_at,
+            step_deadline: saga.step_deadline,
+            reason: saga.reason.clone(),
+            last_error: saga.last_error.clone(),
+            updated_at: saga.updated_at,
+            keep_lease,
+            settling: saga.settling.map(Settling::as_str),
+        }
+    }
+
+    /// The saga the row belongs to.
+    pub fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+}
+
+/// Writes back the `saves` whose lease `owner` still holds, and reads the stored
+/// cancellation request of the `checks` it still holds, in one statement. Returns, for each
+/// saga saved (`true`) or checked (`false`) whose lease is held, its stored cancellation
+/// request; a saga missing from the answer has lost its lease.
+///
+/// The rows are updated in the order of `saves`: callers sort them by order id, as the
+/// follower's cancellation flags are, so that two statements never wait on each other.
+pub async fn save_and_check(
     pool: &PgPool,
-    order_id: Uuid,
     owner: Uuid,
-) -> Result<Option<(bool, Option<String>)>, sqlx::Error> {
+    saves: &[SagaSave],
+    checks: &[Uuid],
+) -> Result<Vec<(bool, Uuid, bool, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT cancel_requested, cancel_reason FROM sagas WHERE order_id = $1 AND lease_owner = $2",
+        "WITH saved AS ( \
+           UPDATE sagas s SET state = u.state, parked_from = u.parked_from, \
+             plan = string_to_array(u.plan, ','), steps = u.steps::jsonb, attempts = u.attempts, \
+             next_attempt_at = u.next_attempt_at, step_deadline = u.step_deadline, reason = u.reason, \
+             last_error = u.last_error, updated_at = u.updated_at, settling = u.settling, \
+             lease_owner = CASE WHEN u.keep THEN s.lease_owner END, \
+             lease_until = CASE WHEN u.keep THEN s.lease_until END \
+           FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], \
+                       $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::timestamptz[], \
+                       $13::bool[], $14::text[]) \
+             AS u(order_id, state, parked_from, plan, steps, attempts, next_attempt_at, step_deadline, \
+                  reason, last_error, updated_at, keep, settling) \
+           WHERE s.order_id = u.order_id AND s.lease_owner = $1 \
+           RETURNING s.order_id, s.cancel_requested, s.cancel_reason \
+         ) \
+         SELECT true, order_id, cancel_requested, cancel_reason FROM saved \
+         UNION ALL \
+         SELECT false, order_id, cancel_requested, cancel_reason FROM sagas \
+         WHERE order_id = ANY($15) AND lease_owner = $1",
     )
-    .bind(order_id)
     .bind(owner)
-    .fetch_optional(pool)
+    .bind(saves.iter().map(|s| s.order_id).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.parked_from).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.plan.as_str()).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.steps.as_str()).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.attempts).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.next_attempt_at).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.step_deadline).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.reason.as_deref()).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.last_error.as_deref()).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.updated_at).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.keep_lease).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.settling).collect::<Vec<_>>())
+    .bind(checks)
+    // Planned afresh each time, for the table as it is now: a plan kept from when the
+    // table was small (a new database) scans it whole, for every batch, until the
+    // statistics are next refreshed.
+    .persistent(false)
+    .fetch_all(pool)
     .await
 }
 

@@ -8,6 +8,7 @@
 pub mod db;
 pub mod follower;
 pub mod grpc;
+pub mod leased;
 pub mod saga;
 pub mod steps;
 pub mod worker;
@@ -217,6 +218,7 @@ pub async fn run_with_clock(
         stopping.clone(),
     ))];
     let poll = Arc::new(Notify::new());
+    let rows = leased::LeasedRows::start(pool.clone(), owner);
     tasks.push(AbortOnDrop::spawn(worker::tick_polls(
         poll.clone(),
         Duration::from_secs(1),
@@ -225,6 +227,7 @@ pub async fn run_with_clock(
     for _ in 0..config.workers.max(1) {
         let worker = worker::Worker {
             pool: pool.clone(),
+            rows: rows.clone(),
             client: client.clone(),
             clock: clock.clone(),
             policy: policy.clone(),

@@ -38,7 +38,8 @@ use uuid::Uuid;
 use tracing::Instrument;
 
 use crate::{
-    db,
+    db::{self, SagaSave},
+    leased::{self, LeasedRows},
     saga::{Action, Policy, Saga, SagaState, Step, StepResult, VoidResult},
     steps,
 };
@@ -226,8 +227,10 @@ fn lease_span(lease: Duration) -> chrono::Duration {
 /// What a worker needs.
 #[derive(Clone)]
 pub struct Worker {
-    /// The saga table's database.
+    /// The saga table's database (claims).
     pub pool: PgPool,
+    /// Saves and checks of the sagas this instance leases, batched.
+    pub rows: LeasedRows,
     /// command-service.
     pub client: steps::CommandClient,
     /// Time.
@@ -381,8 +384,7 @@ impl Worker {
                     };
                     // The row read beside the send costs the step no round trip of its own.
                     let ((result, side), stored) = if std::mem::take(&mut unchecked) {
-                        let check =
-                            db::check_leased(&self.pool, saga.order_id, self.handoffs.owner);
+                        let check = self.rows.check(saga.order_id);
                         let (sent, stored) = tokio::join!(sends, check);
                         (sent, Some(stored))
                     } else {
@@ -527,13 +529,13 @@ impl Worker {
     /// Saves the saga if this worker still holds its lease, and takes in a cancellation
     /// the follower flagged meanwhile. False when the worker must let the saga go.
     async fn save(&self, saga: &mut Saga, keep_lease: bool) -> bool {
-        let stored = db::save_leased(&self.pool, saga, self.handoffs.owner, keep_lease).await;
+        let stored = self.rows.save(SagaSave::new(saga, keep_lease)).await;
         take_in(saga, stored, "save")
     }
 
     /// [`Self::save`] without the write, between steps chained without a save.
     async fn check(&self, saga: &mut Saga) -> bool {
-        let stored = db::check_leased(&self.pool, saga.order_id, self.handoffs.owner).await;
+        let stored = self.rows.check(saga.order_id).await;
         take_in(saga, stored, "check")
     }
 
@@ -558,11 +560,7 @@ impl Worker {
 /// request while the lease is held. False when the worker must let the saga go: the lease
 /// was lost, or the database failed (the lease then runs out and the saga is picked up
 /// again from its last saved state; every step redone gets its recorded answer).
-fn take_in(
-    saga: &mut Saga,
-    stored: Result<Option<(bool, Option<String>)>, sqlx::Error>,
-    what: &str,
-) -> bool {
+fn take_in(saga: &mut Saga, stored: leased::Answer, what: &str) -> bool {
     match stored {
         Ok(Some((cancel_requested, cancel_reason))) => {
             saga.cancel_requested = cancel_requested;

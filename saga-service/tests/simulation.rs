@@ -372,7 +372,7 @@ struct Side {
     answer: Option<Option<Reply>>,
 }
 
-/// The row read beside a send (db::check_leased), as worker.rs does after a step that only
+/// The row read beside a send (`LeasedRows::check`), as worker.rs does after a step that only
 /// moved the saga on, when the next step has nothing to undo: read when the request goes
 /// out or when its answer comes back (the read and the send race), taken in once the
 /// answer is recorded.
@@ -948,7 +948,7 @@ impl Sim {
         self.schedule(delay, Event::WorkerTick(w));
     }
 
-    /// db::save_leased: writes the saga if `w` still holds its lease; takes in the
+    /// `LeasedRows::save` (db::save_and_check): writes the saga if `w` still holds its lease; takes in the
     /// follower's cancellation flag. False when the lease was lost.
     fn save(&mut self, w: usize, saga: &mut Saga, keep_lease: bool) -> bool {
         let owner = self.workers[w].owner;
@@ -978,7 +978,7 @@ impl Sim {
         true
     }
 
-    /// db::check_leased, taken in at once: false when the lease was lost.
+    /// `LeasedRows::check`, taken in at once: false when the lease was lost.
     fn check_leased(&mut self, w: usize, saga: &mut Saga) -> bool {
         match self.read_leased(w, saga) {
             Some((cancel_requested, cancel_reason)) => {
@@ -990,7 +990,7 @@ impl Sim {
         }
     }
 
-    /// db::check_leased: the cancellation flag if `w` still holds the lease, without a write.
+    /// `LeasedRows::check`: the cancellation flag if `w` still holds the lease, without a write.
     fn read_leased(&mut self, w: usize, saga: &Saga) -> Option<(bool, Option<String>)> {
         let owner = self.workers[w].owner;
         let order = order_of(saga);

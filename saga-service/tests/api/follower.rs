@@ -261,9 +261,11 @@ async fn a_worker_looks_in_the_table_only_when_a_claim_is_owed_or_the_poll_asks(
     create_product(&mut c, "SKU-1", 5).await;
     // One worker, with no follower and no poll ticking: its wake-ups are the test's.
     let (work, poll) = (Arc::new(Work::new()), Arc::new(Notify::new()));
-    let handoffs = Arc::new(Handoffs::new(uuid::Uuid::new_v4(), Duration::from_secs(10)));
+    let owner = uuid::Uuid::new_v4();
+    let handoffs = Arc::new(Handoffs::new(owner, Duration::from_secs(10)));
     let worker = Worker {
         pool: pool.clone(),
+        rows: saga_service::leased::LeasedRows::start(pool.clone(), owner),
         client: CommandServiceClient::with_interceptor(
             command.channel().await,
             service_runtime::auth::BearerToken::new(None).unwrap(),

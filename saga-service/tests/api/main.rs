@@ -8,6 +8,7 @@ mod failures;
 mod follower;
 mod helpers;
 mod in_doubt;
+mod leased;
 mod metrics;
 mod operations;
 mod paths;

@@ -35,10 +35,11 @@ const SECONDS_BUCKETS: &[f64] = &[
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 /// The histograms that count things rather than time.
-pub const SIZE_HISTOGRAMS: [&str; 3] = [
+pub const SIZE_HISTOGRAMS: [&str; 4] = [
     "event_store_group_commit_commands",
     "event_store_group_commit_events",
     "query_order_reads_per_query",
+    "saga_rows_per_statement",
 ];
 
 /// Installs the process-wide recorder once and returns its handle (several services in
@@ -222,6 +223,10 @@ fn describe() {
     describe_counter!(
         "saga_claims_total",
         "Looks for a due saga in the saga table, by result (found, none, error): made when a claim is owed or the idle poll asks."
+    );
+    describe_histogram!(
+        "saga_rows_per_statement",
+        "Saves and checks of leased sagas that shared one statement."
     );
     describe_counter!(
         "saga_finished_total",

@@ -1,0 +1,163 @@
+//! The workers' batched saves and checks of the sagas they lease: each gets the answer it
+//! would have had alone, also when they share one statement.
+
+use event_store::Position;
+use saga_service::{
+    db::{self, FollowerBatch, Handoff, SagaSave},
+    leased::LeasedRows,
+    saga::SagaState,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+/// Starts a saga for each of `orders`, all leased to `owner`, and flags the cancellation of
+/// `cancelled`.
+async fn start_leased(pool: &PgPool, owner: Uuid, orders: &[Uuid], cancelled: Uuid) {
+    let mut conn = pool.acquire().await.unwrap();
+    let start = db::checkpoint(&mut conn, "test_follower", &["OrderPlaced"])
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let mut batch = FollowerBatch::default();
+    for order in orders {
+        batch.start(saga(*order));
+    }
+    batch.handoff = Some(Handoff {
+        owner,
+        until: now + chrono::Duration::seconds(60),
+        count: orders.len(),
+    });
+    let middle = Position::from_columns(7, 9).unwrap();
+    let leased = db::apply_batch(&mut conn, "test_follower", start, middle, 1, &batch, now)
+        .await
+        .unwrap();
+    assert_eq!(leased.map(|l| l.len()), Some(orders.len()));
+    let mut batch = FollowerBatch::default();
+    batch.cancel(cancelled, "changed my mind".into(), now);
+    let end = Position::from_columns(8, 10).unwrap();
+    db::apply_batch(&mut conn, "test_follower", middle, end, 1, &batch, now)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+async fn stored(pool: &PgPool, order_id: Uuid) -> (String, Vec<String>, Option<Uuid>) {
+    sqlx::query_as("SELECT state, plan, lease_owner FROM sagas WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn saves_and_checks_sharing_a_statement_each_get_their_own_answer(pool: PgPool) {
+    let (owner, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    let [first, done, lost, cancelled, plain] = ids[..] else {
+        unreachable!()
+    };
+    start_leased(&pool, owner, &ids, cancelled).await;
+    // Another instance holds `lost` now.
+    sqlx::query("UPDATE sagas SET lease_owner = $2 WHERE order_id = $1")
+        .bind(lost)
+        .bind(other)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let rows = LeasedRows::start(pool.clone(), owner);
+
+    // The first save waits on a lock on its row, so what is asked meanwhile shares the
+    // next statement.
+    let mut locker = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sagas WHERE order_id = $1 FOR UPDATE")
+        .bind(first)
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let mut held = saga(first);
+    held.plan.clear();
+    held.state = SagaState::Completed;
+    let waiting = tokio::spawn({
+        let rows = rows.clone();
+        async move { rows.save(SagaSave::new(&held, false)).await }
+    });
+    while sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH saved%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+        == 0
+    {
+        tokio::task::yield_now().await;
+    }
+    let mut finished = saga(done);
+    finished.state = SagaState::Completed;
+    finished.plan.clear();
+    let still_running = saga(lost);
+    let mut together = Box::pin(async {
+        tokio::join!(
+            rows.save(SagaSave::new(&finished, false)),
+            rows.save(SagaSave::new(&still_running, true)),
+            rows.check(cancelled),
+            rows.check(plain),
+            rows.check(lost),
+        )
+    });
+    // Polled once: every save and check is asked, behind the blocked statement.
+    tokio::select! {
+        biased;
+        _ = &mut together => panic!("answered while the first statement was blocked"),
+        _ = std::future::ready(()) => {}
+    }
+    locker.rollback().await.unwrap();
+
+    assert_eq!(waiting.await.unwrap().unwrap(), Some((false, None)));
+    let (saved, lost_save, cancel_check, plain_check, lost_check) = together.await;
+    assert_eq!(saved.unwrap(), Some((false, None)));
+    assert_eq!(lost_save.unwrap(), None, "another instance holds it");
+    assert_eq!(
+        cancel_check.unwrap(),
+        Some((true, Some("changed my mind".into())))
+    );
+    assert_eq!(plain_check.unwrap(), Some((false, None)));
+    assert_eq!(lost_check.unwrap(), None, "another instance holds it");
+
+    // Written only where the lease was held; a lease kept only when asked.
+    assert_eq!(
+        stored(&pool, first).await,
+        ("completed".into(), vec![], None)
+    );
+    assert_eq!(
+        stored(&pool, done).await,
+        ("completed".into(), vec![], None)
+    );
+    let plan = saga(lost).plan_names();
+    assert_eq!(
+        stored(&pool, lost).await,
+        ("running".into(), plan.clone(), Some(other))
+    );
+    assert_eq!(
+        stored(&pool, plain).await,
+        ("running".into(), plan, Some(owner))
+    );
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_save_whose_statement_fails_is_an_error_not_a_lost_lease(pool: PgPool) {
+    let owner = Uuid::new_v4();
+    let order = Uuid::new_v4();
+    start_leased(&pool, owner, &[order], Uuid::new_v4()).await;
+    let rows = LeasedRows::start(pool.clone(), owner);
+    let mut running = saga(order);
+    running.attempts = 1;
+    assert_eq!(
+        rows.save(SagaSave::new(&running, true)).await.unwrap(),
+        Some((false, None))
+    );
+    pool.close().await;
+    assert!(rows.save(SagaSave::new(&running, true)).await.is_err());
+    assert!(rows.check(order).await.is_err());
+}
