@@ -230,7 +230,8 @@ pub async fn apply_batch(
            ARRAY(SELECT order_id FROM started WHERE lease_owner IS NOT NULL)",
         insert = INSERT_SAGAS.replace("{filter}", "WHERE EXISTS (SELECT 1 FROM moved)"),
     );
-    // Flagged in order id order, as the workers' saves are written (see `save_and_check`).
+    // Flagged in order id order, as the workers' saves are written (see `save_and_check`),
+    // so that the two cannot deadlock.
     let mut cancelled: Vec<&(Uuid, String)> = batch.cancelled.iter().collect();
     cancelled.sort_unstable_by_key(|c| c.0);
     let row = bind_sagas(
@@ -353,7 +354,7 @@ impl SagaSave {
 /// request; a saga missing from the answer has lost its lease.
 ///
 /// The rows are updated in the order of `saves`: callers sort them by order id, as the
-/// follower's cancellation flags are, so that two statements never wait on each other.
+/// follower's cancellation flags are, so that two statements cannot deadlock.
 pub async fn save_and_check(
     pool: &PgPool,
     owner: Uuid,

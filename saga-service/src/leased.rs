@@ -17,7 +17,11 @@
 //! lease runs out and the saga is taken up again from its last saved state.
 //!
 //! The rows are updated in order id order, as the follower flags cancellations, so two
-//! statements that update the same sagas never wait on each other.
+//! statements that update the same sagas cannot deadlock: one waits for the other.
+//!
+//! A database that stalls holds this one statement, and every worker waiting for its
+//! answer, until it answers or PostgreSQL's `statement_timeout` (30 s) ends it; each worker
+//! then lets its saga go, and the lease decides who takes it up.
 
 use std::{collections::HashMap, sync::Arc};
 
