@@ -2,12 +2,13 @@
 //! instance writes its saga back, or reads its row beside a send, through one statement
 //! shared with the saves and checks asked while the previous one was in flight.
 //!
-//! Like the event store's group commit and query-service's order reads, it waits for
-//! nothing: one statement is in flight at a time, a save asked while none is leaves at
-//! once, and those asked meanwhile (up to [`MAX_BATCH`] a statement; more wait for the
-//! next) leave together as soon as it returns. Most of a single-row save's cost on this
-//! machine is its round trips (the statement, then the pool's check of the connection as
-//! it is returned), so a saga that took a save and a check of its own now shares both.
+//! It uses the shared [`Batcher`], as query-service's order reads do: one statement is in
+//! flight at a time, a save asked while none is leaves at once, and those asked meanwhile
+//! (up to [`MAX_BATCH`] a statement; more wait for the next) leave together as soon as it
+//! returns. A save or check whose worker has gone (the instance is stopping) is not sent.
+//! Most of a single-row save's cost on this machine is its round trips (the statement,
+//! then the pool's check of the connection as it is returned), so a saga that took a save
+//! and a check of its own now shares both.
 //!
 //! Each saga keeps the answer it would have had alone: the statement writes a saga only
 //! while this instance holds its lease, and reports each saga's stored cancellation
@@ -25,8 +26,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use service_runtime::batch::{Ask, Batcher};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::db::{self, SagaSave, Stored};
@@ -37,82 +38,61 @@ pub const MAX_BATCH: usize = 64;
 /// A save's or a check's answer; the error is shared by every request of the statement.
 pub type Answer = Result<Stored, Arc<sqlx::Error>>;
 
-enum Ask {
-    Save(SagaSave, oneshot::Sender<Answer>),
-    Check(Uuid, oneshot::Sender<Answer>),
-}
-
-impl Ask {
-    fn closed(&self) -> bool {
-        match self {
-            Ask::Save(_, reply) | Ask::Check(_, reply) => reply.is_closed(),
-        }
-    }
+enum Request {
+    Save(SagaSave),
+    Check(Uuid),
 }
 
 /// A handle on the batching task of one instance (one lease owner); the task ends when
 /// the last handle is dropped.
 #[derive(Clone)]
 pub struct LeasedRows {
-    asks: mpsc::UnboundedSender<Ask>,
+    batcher: Batcher<Request, Answer>,
 }
 
 impl LeasedRows {
     /// Starts the task that writes `owner`'s sagas to `pool`.
     pub fn start(pool: PgPool, owner: Uuid) -> Self {
-        let (asks, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, owner, rx));
-        Self { asks }
+        let batcher = Batcher::start(MAX_BATCH, move |batch| {
+            let pool = pool.clone();
+            async move { answer(&pool, owner, batch).await }
+        });
+        Self { batcher }
     }
 
     /// Writes the saga back if this instance still holds its lease.
     pub async fn save(&self, save: SagaSave) -> Answer {
-        let (reply, answer) = oneshot::channel();
-        self.ask(Ask::Save(save, reply), answer).await
+        self.ask(Request::Save(save)).await
     }
 
     /// Reads the saga's stored cancellation request if this instance still holds its
     /// lease, without a write.
     pub async fn check(&self, order_id: Uuid) -> Answer {
-        let (reply, answer) = oneshot::channel();
-        self.ask(Ask::Check(order_id, reply), answer).await
+        self.ask(Request::Check(order_id)).await
     }
 
-    async fn ask(&self, ask: Ask, answer: oneshot::Receiver<Answer>) -> Answer {
-        self.asks.send(ask).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
-fn stopped() -> Arc<sqlx::Error> {
-    Arc::new(sqlx::Error::PoolClosed)
-}
-
-async fn run(pool: PgPool, owner: Uuid, mut asks: mpsc::UnboundedReceiver<Ask>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while asks.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // A save or check whose worker has gone (the instance is stopping) is not sent.
-        batch.retain(|ask: &Ask| !ask.closed());
-        if !batch.is_empty() {
-            answer(&pool, owner, &mut batch).await;
-        }
-        batch.clear();
+    async fn ask(&self, request: Request) -> Answer {
+        self.batcher
+            .ask(request)
+            .await
+            .map_err(|_| Arc::new(sqlx::Error::PoolClosed))?
     }
 }
 
-async fn answer(pool: &PgPool, owner: Uuid, batch: &mut Vec<Ask>) {
+async fn answer(pool: &PgPool, owner: Uuid, batch: Vec<Ask<Request, Answer>>) {
     metrics::histogram!("saga_rows_per_statement").record(batch.len() as f64);
     let mut saves = Vec::new();
     let mut checks = Vec::new();
     // Who waits for which saga's answer: (saved, order id).
     let mut replies = Vec::with_capacity(batch.len());
-    for ask in batch.drain(..) {
-        match ask {
-            Ask::Save(save, reply) => {
+    for ask in batch {
+        let (request, reply) = ask.into_parts();
+        match request {
+            Request::Save(save) => {
                 replies.push(((true, save.order_id()), reply));
                 saves.push(save);
             }
-            Ask::Check(order_id, reply) => {
+            Request::Check(order_id) => {
                 replies.push(((false, order_id), reply));
                 checks.push(order_id);
             }
@@ -126,13 +106,13 @@ async fn answer(pool: &PgPool, owner: Uuid, batch: &mut Vec<Ask>) {
                 .map(|(saved, id, requested, reason)| ((saved, id), (requested, reason)))
                 .collect();
             for (key, reply) in replies {
-                let _ = reply.send(Ok(found.get(&key).cloned()));
+                reply.send(Ok(found.get(&key).cloned()));
             }
         }
         Err(err) => {
             let err = Arc::new(err);
             for (_, reply) in replies {
-                let _ = reply.send(Err(err.clone()));
+                reply.send(Err(err.clone()));
             }
         }
     }

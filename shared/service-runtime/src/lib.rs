@@ -3,6 +3,7 @@
 //! helpers that turn bad fields into `INVALID_ARGUMENT` with field violations.
 
 pub mod auth;
+pub mod batch;
 pub mod bounded;
 pub mod clock;
 pub mod database;

@@ -1,0 +1,228 @@
+//! Requests that share one database statement: one statement is in flight at a time, a
+//! request asked while none is leaves at once, and those asked meanwhile (up to a limit a
+//! statement; more wait for the next) leave together as soon as it returns.
+//!
+//! It waits for nothing, so a lone request pays no delay, and under load the statements
+//! grow by themselves to what arrives during one round trip. On this machine most of a
+//! small statement's cost is the round trip, so sharing it is what makes one statement
+//! per request affordable. query-service's order reads and saga-service's saves of the
+//! sagas it leases use it; what each statement does and how its rows become answers stays
+//! with them.
+//!
+//! A request whose caller has stopped waiting (its deadline passed, or its task ended)
+//! before its statement left is not sent. A statement that stalls holds every request in
+//! it, and those queued behind it, until it returns: callers bound their wait with their
+//! own deadline or the database's `statement_timeout`.
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// One request waiting for its statement, and where its answer goes.
+#[derive(Debug)]
+pub struct Ask<Req, Ans> {
+    /// What was asked.
+    pub request: Req,
+    reply: oneshot::Sender<Ans>,
+}
+
+impl<Req, Ans> Ask<Req, Ans> {
+    /// Sends the answer; a caller that has stopped waiting is not an error.
+    pub fn answer(self, answer: Ans) {
+        let _ = self.reply.send(answer);
+    }
+
+    /// The request and a handle to answer it with, for a statement built from the
+    /// requests before the answers are known.
+    pub fn into_parts(self) -> (Req, Reply<Ans>) {
+        (self.request, Reply(self.reply))
+    }
+}
+
+/// Where one request's answer goes.
+#[derive(Debug)]
+pub struct Reply<Ans>(oneshot::Sender<Ans>);
+
+impl<Ans> Reply<Ans> {
+    /// Sends the answer; a caller that has stopped waiting is not an error.
+    pub fn send(self, answer: Ans) {
+        let _ = self.0.send(answer);
+    }
+}
+
+/// The batching task has ended: the service is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the batching task has stopped")]
+pub struct Stopped;
+
+/// A handle on a batching task; the task ends when the last handle is dropped.
+#[derive(Debug)]
+pub struct Batcher<Req, Ans> {
+    asks: mpsc::UnboundedSender<Ask<Req, Ans>>,
+}
+
+impl<Req, Ans> Clone for Batcher<Req, Ans> {
+    fn clone(&self) -> Self {
+        Self {
+            asks: self.asks.clone(),
+        }
+    }
+}
+
+impl<Req: Send + 'static, Ans: Send + 'static> Batcher<Req, Ans> {
+    /// Starts the task. `statement` runs once per batch of at most `max_batch` requests
+    /// (at least 1), never two at once, and must answer every request it is given:
+    /// a request dropped unanswered reaches its caller as [`Stopped`].
+    pub fn start<F, Fut>(max_batch: usize, mut statement: F) -> Self
+    where
+        F: FnMut(Vec<Ask<Req, Ans>>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let max_batch = max_batch.max(1);
+        let (asks, mut rx) = mpsc::unbounded_channel::<Ask<Req, Ans>>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max_batch);
+            while rx.recv_many(&mut batch, max_batch).await > 0 {
+                batch.retain(|ask| !ask.reply.is_closed());
+                if !batch.is_empty() {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
+                    statement(full).await;
+                }
+                batch.clear();
+            }
+        });
+        Self { asks }
+    }
+
+    /// Asks `request` and waits for its answer.
+    pub async fn ask(&self, request: Req) -> Result<Ans, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.asks
+            .send(Ask { request, reply })
+            .map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// The requests of each statement, in the order the statements ran.
+    type Seen = Arc<Mutex<Vec<Vec<u32>>>>;
+
+    /// A statement that records each batch it is given and answers each request with its
+    /// double; the first statement waits for `hold` to be notified before it answers.
+    fn recording(max_batch: usize, hold: Arc<Notify>) -> (Batcher<u32, u32>, Seen) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let batcher = Batcher::start(max_batch, move |batch: Vec<Ask<u32, u32>>| {
+            let log = log.clone();
+            let hold = hold.clone();
+            async move {
+                let requests: Vec<u32> = batch.iter().map(|ask| ask.request).collect();
+                let first = log.lock().unwrap().is_empty();
+                log.lock().unwrap().push(requests);
+                if first {
+                    hold.notified().await;
+                }
+                for ask in batch {
+                    let double = ask.request * 2;
+                    ask.answer(double);
+                }
+            }
+        });
+        (batcher, seen)
+    }
+
+    async fn until<F: Fn() -> bool>(done: F) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !done() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the condition held within 5 s");
+    }
+
+    #[tokio::test]
+    async fn requests_asked_while_a_statement_is_in_flight_share_the_next_up_to_the_limit() {
+        let hold = Arc::new(Notify::new());
+        let (batcher, seen) = recording(3, hold.clone());
+
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.ask(1).await }
+        });
+        until(|| seen.lock().unwrap().len() == 1).await;
+        let rest: Vec<_> = (2..=6)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.ask(n).await })
+            })
+            .collect();
+        // Let every ask reach the queue while the first statement is held.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(seen.lock().unwrap().len(), 1, "one statement in flight");
+        hold.notify_one();
+
+        assert_eq!(first.await.unwrap(), Ok(2));
+        for (n, task) in (2..=6).zip(rest) {
+            assert_eq!(task.await.unwrap(), Ok(n * 2));
+        }
+        let mut batches = seen.lock().unwrap().clone();
+        assert_eq!(batches.remove(0), vec![1]);
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 2]);
+        let mut asked: Vec<u32> = batches.into_iter().flatten().collect();
+        asked.sort_unstable();
+        assert_eq!(asked, vec![2, 3, 4, 5, 6]);
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_caller_has_gone_is_not_sent() {
+        let hold = Arc::new(Notify::new());
+        let (batcher, seen) = recording(8, hold.clone());
+
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.ask(1).await }
+        });
+        until(|| seen.lock().unwrap().len() == 1).await;
+        let gone = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.ask(2).await }
+        });
+        let kept = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.ask(3).await }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        hold.notify_one();
+
+        assert_eq!(first.await.unwrap(), Ok(2));
+        assert_eq!(kept.await.unwrap(), Ok(6));
+        assert_eq!(seen.lock().unwrap().clone(), vec![vec![1], vec![3]]);
+    }
+
+    #[tokio::test]
+    async fn a_request_left_unanswered_is_stopped_not_a_hang() {
+        let batcher: Batcher<u32, u32> = Batcher::start(4, |batch: Vec<Ask<u32, u32>>| {
+            drop(batch);
+            async {}
+        });
+        assert_eq!(batcher.ask(1).await, Err(Stopped));
+    }
+}
