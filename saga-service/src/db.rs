@@ -248,6 +248,10 @@ pub async fn apply_batch(
     .bind(cancelled.iter().map(|c| c.0).collect::<Vec<_>>())
     .bind(cancelled.iter().map(|c| c.1.as_str()).collect::<Vec<_>>())
     .bind(now)
+    // Planned afresh each time, as the workers' saves are (`save_and_check`): the follower
+    // runs this on one connection from when the table is empty, and a generic plan
+    // cached then would scan every saga to flag one cancelled order.
+    .persistent(false)
     .fetch_one(conn)
     .await?;
     let moved: i64 = row.try_get(0)?;

@@ -343,3 +343,75 @@ async fn a_worker_looks_in_the_table_only_when_a_claim_is_owed_or_the_poll_asks(
     stop.send(true).unwrap();
     running.await.unwrap();
 }
+
+/// Rows of `sagas` the server has read so far, by any scan, once every backend's counters
+/// are flushed (`conn` ran the statements being measured).
+async fn saga_rows_read(pool: &PgPool, conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::bigint \
+         FROM pg_stat_user_tables WHERE relname = 'sagas'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_cancellation_reads_its_saga_by_key_after_the_table_has_grown(pool: PgPool) {
+    // The follower's statement runs on one connection for the life of the process, from
+    // when the table is empty. A plan cached then (PostgreSQL switches to a generic plan
+    // after five calls) would scan every saga to flag one once the table has grown.
+    let mut conn = pool.acquire().await.unwrap();
+    let mut from = db::checkpoint(&mut conn, "test_follower", &["OrderPlaced"])
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    for n in 1..=10 {
+        let mut batch = FollowerBatch::default();
+        batch.start(saga(uuid::Uuid::new_v4()));
+        batch.cancel(uuid::Uuid::new_v4(), "order cancelled".into(), now);
+        let to = Position::from_columns(100 + n, n).unwrap();
+        db::apply_batch(&mut conn, "test_follower", from, to, 1, &batch, now)
+            .await
+            .unwrap()
+            .expect("the checkpoint moved");
+        from = to;
+    }
+    sqlx::query(
+        "INSERT INTO sagas (order_id, customer_id, lines, total_minor, currency, payment_method, \
+           state, plan, steps, next_attempt_at, created_at, updated_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), '[]', 100, 'EUR', 'card', 'completed', \
+           '{}', '[]', now(), now(), now() FROM generate_series(1, 20000)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let target: uuid::Uuid =
+        sqlx::query_scalar("SELECT order_id FROM sagas WHERE NOT cancel_requested LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+
+    let before = saga_rows_read(&pool, &mut conn).await;
+    let mut batch = FollowerBatch::default();
+    batch.cancel(target, "order cancelled: late".into(), now);
+    let to = Position::from_columns(200, 1).unwrap();
+    db::apply_batch(&mut conn, "test_follower", from, to, 1, &batch, now)
+        .await
+        .unwrap()
+        .expect("the checkpoint moved");
+    let read = saga_rows_read(&pool, &mut conn).await - before;
+
+    let flagged: bool =
+        sqlx::query_scalar("SELECT cancel_requested FROM sagas WHERE order_id = $1")
+            .bind(target)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(flagged);
+    assert!(read < 100, "flagging one saga read {read} rows of 20,000");
+}
