@@ -344,8 +344,9 @@ async fn a_worker_looks_in_the_table_only_when_a_claim_is_owed_or_the_poll_asks(
     running.await.unwrap();
 }
 
-/// Rows of `sagas` the server has read so far, by any scan, once every backend's counters
-/// are flushed (`conn` ran the statements being measured).
+/// Rows of `sagas` the server has read so far, by any scan, once `conn`'s counters are
+/// flushed (the flush applies to the calling backend only; `conn` runs the statements
+/// being measured, the pool's connections read a row or none).
 async fn saga_rows_read(pool: &PgPool, conn: &mut sqlx::PgConnection) -> i64 {
     sqlx::query("SELECT pg_stat_force_next_flush()")
         .execute(&mut *conn)
@@ -363,8 +364,9 @@ async fn saga_rows_read(pool: &PgPool, conn: &mut sqlx::PgConnection) -> i64 {
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_cancellation_reads_its_saga_by_key_after_the_table_has_grown(pool: PgPool) {
     // The follower's statement runs on one connection for the life of the process, from
-    // when the table is empty. A plan cached then (PostgreSQL switches to a generic plan
-    // after five calls) would scan every saga to flag one once the table has grown.
+    // when the table is empty. A plan cached then (from the sixth call PostgreSQL uses a
+    // generic plan when its estimate is no dearer than the custom plans') would scan every
+    // saga to flag one once the table has grown.
     let mut conn = pool.acquire().await.unwrap();
     let mut from = db::checkpoint(&mut conn, "test_follower", &["OrderPlaced"])
         .await

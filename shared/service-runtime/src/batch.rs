@@ -5,8 +5,8 @@
 //! It waits for nothing, so a lone request pays no delay, and under load the statements
 //! grow by themselves to what arrives during one round trip. On this machine most of a
 //! small statement's cost is the round trip, so sharing it is what makes one statement
-//! per request affordable. query-service's order reads and saga-service's saves of the
-//! sagas it leases use it; what each statement does and how its rows become answers stays
+//! per request affordable. query-service's order reads and saga-service's saves and
+//! checks of the sagas it leases use it; what each statement does and how its rows become answers stays
 //! with them.
 //!
 //! A request whose caller has stopped waiting (its deadline passed, or its task ended)
@@ -50,7 +50,8 @@ impl<Ans> Reply<Ans> {
     }
 }
 
-/// The batching task has ended: the service is stopping.
+/// No answer will come: the batching task has ended (the service is stopping), or the
+/// statement let the request go unanswered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the batching task has stopped")]
 pub struct Stopped;
@@ -85,10 +86,8 @@ impl<Req: Send + 'static, Ans: Send + 'static> Batcher<Req, Ans> {
             while rx.recv_many(&mut batch, max_batch).await > 0 {
                 batch.retain(|ask| !ask.reply.is_closed());
                 if !batch.is_empty() {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
-                    statement(full).await;
+                    statement(std::mem::take(&mut batch)).await;
                 }
-                batch.clear();
             }
         });
         Self { asks }
@@ -152,7 +151,8 @@ mod tests {
         .expect("the condition held within 5 s");
     }
 
-    #[tokio::test]
+    // One thread: a task spawned here has run up to its first wait once the test yields.
+    #[tokio::test(flavor = "current_thread")]
     async fn requests_asked_while_a_statement_is_in_flight_share_the_next_up_to_the_limit() {
         let hold = Arc::new(Notify::new());
         let (batcher, seen) = recording(3, hold.clone());
@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(asked, vec![2, 3, 4, 5, 6]);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "current_thread")]
     async fn a_request_whose_caller_has_gone_is_not_sent() {
         let hold = Arc::new(Notify::new());
         let (batcher, seen) = recording(8, hold.clone());
@@ -197,10 +197,18 @@ mod tests {
             async move { batcher.ask(1).await }
         });
         until(|| seen.lock().unwrap().len() == 1).await;
+        // `ask` queues its request before its first wait, so once the task has started
+        // the request is in the queue.
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let gone = tokio::spawn({
             let batcher = batcher.clone();
-            async move { batcher.ask(2).await }
+            let started = started.clone();
+            async move {
+                started.store(true, std::sync::atomic::Ordering::SeqCst);
+                batcher.ask(2).await
+            }
         });
+        until(|| started.load(std::sync::atomic::Ordering::SeqCst)).await;
         let kept = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.ask(3).await }
@@ -217,12 +225,37 @@ mod tests {
         assert_eq!(seen.lock().unwrap().clone(), vec![vec![1], vec![3]]);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "current_thread")]
     async fn a_request_left_unanswered_is_stopped_not_a_hang() {
         let batcher: Batcher<u32, u32> = Batcher::start(4, |batch: Vec<Ask<u32, u32>>| {
             drop(batch);
             async {}
         });
-        assert_eq!(batcher.ask(1).await, Err(Stopped));
+        let answer = tokio::time::timeout(Duration::from_secs(5), batcher.ask(1)).await;
+        assert_eq!(answer, Ok(Err(Stopped)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_task_ends_with_its_last_handle() {
+        let held = Arc::new(());
+        let batcher: Batcher<u32, u32> = Batcher::start(0, {
+            let held = held.clone();
+            move |batch: Vec<Ask<u32, u32>>| {
+                let _held = &held;
+                async move {
+                    for ask in batch {
+                        let n = ask.request;
+                        ask.answer(n);
+                    }
+                }
+            }
+        });
+        // A limit of 0 is taken as 1: the request is still answered.
+        assert_eq!(batcher.ask(7).await, Ok(7));
+        let other = batcher.clone();
+        drop(batcher);
+        assert_eq!(other.ask(8).await, Ok(8), "a clone keeps the task");
+        drop(other);
+        until(|| Arc::strong_count(&held) == 1).await;
     }
 }
