@@ -248,11 +248,9 @@ pub async fn apply_batch(
     .bind(cancelled.iter().map(|c| c.0).collect::<Vec<_>>())
     .bind(cancelled.iter().map(|c| c.1.as_str()).collect::<Vec<_>>())
     .bind(now)
-    // Planned afresh each time, as the workers' saves are (`save_and_check`): the follower
-    // runs this on one connection from when the table is empty, and a generic plan
-    // cached then would scan every saga to flag one cancelled order. The cost: sqlx
-    // prepares an unnamed statement with a round trip of its own, so a batch takes two.
-    .persistent(false)
+    // Planned for its parameters on each call: the follower's connection sets
+    // `plan_cache_mode` (`follower::connect_options`), as a generic plan cached while the
+    // table was empty would scan every saga to flag one cancelled order.
     .fetch_one(conn)
     .await?;
     let moved: i64 = row.try_get(0)?;

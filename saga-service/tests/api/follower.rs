@@ -5,8 +5,11 @@ use contracts::orders::v1::{
     saga_service_client::SagaServiceClient,
 };
 use event_store::Position;
-use saga_service::db::{self, FollowerBatch, Handoff};
-use sqlx::PgPool;
+use saga_service::{
+    db::{self, FollowerBatch, Handoff},
+    follower,
+};
+use sqlx::{Connection, PgPool};
 
 use crate::helpers::*;
 
@@ -366,8 +369,10 @@ async fn a_cancellation_reads_its_saga_by_key_after_the_table_has_grown(pool: Pg
     // The follower's statement runs on one connection for the life of the process, from
     // when the table is empty. A plan cached then (from the sixth call PostgreSQL uses a
     // generic plan when its estimate is no dearer than the custom plans') would scan every
-    // saga to flag one once the table has grown.
-    let mut conn = pool.acquire().await.unwrap();
+    // saga to flag one once the table has grown. The connection is the follower's own kind.
+    let mut conn = sqlx::PgConnection::connect_with(&follower::connect_options(&pool))
+        .await
+        .unwrap();
     let mut from = db::checkpoint(&mut conn, "test_follower", &["OrderPlaced"])
         .await
         .unwrap();
