@@ -352,6 +352,30 @@ async fn hot_aggregate(
     Ok(())
 }
 
+/// The gRPC limit: the cheapest call the server answers (a health check, with no
+/// database), closed loop over the same connections.
+pub(crate) async fn bare_rpc(queries: &Arc<Vec<Channel>>, clients: usize, d: Duration) -> Stats {
+    let q = queries.clone();
+    closed_loop(
+        &format!("bare gRPC (health check) x{clients}"),
+        clients,
+        d,
+        move |client, _| {
+            let mut client =
+                tonic_health::pb::health_client::HealthClient::new(q[client % CONNECTIONS].clone());
+            async move {
+                client
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await
+}
+
 /// Scenario 2: GetOrder against the bare gRPC and PostgreSQL limits.
 async fn queries_scenario(
     mode: Mode,
@@ -424,26 +448,7 @@ async fn queries_scenario(
             },
         )
         .await;
-        let q = queries.clone();
-        let echo = closed_loop(
-            &format!("bare gRPC (health check) x{clients}"),
-            clients,
-            d,
-            move |client, _| {
-                let mut client = tonic_health::pb::health_client::HealthClient::new(
-                    q[client % CONNECTIONS].clone(),
-                );
-                async move {
-                    client
-                        .check(tonic_health::pb::HealthCheckRequest {
-                            service: String::new(),
-                        })
-                        .await
-                        .is_ok()
-                }
-            },
-        )
-        .await;
+        let echo = bare_rpc(queries, clients, d).await;
         eprintln!("  pgbench point SELECT x{clients}");
         let select = pgbench(
             pgbench_bin,
