@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use sqlx::{
-    PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    Connection, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions, PgSeverity},
 };
 
 /// Why the database could not be prepared.
@@ -60,6 +60,60 @@ pub async fn connect_with_settings(
             .map_err(DatabaseError::Migrate)?;
     }
     Ok(pool)
+}
+
+/// A connection of its own, for a task that runs one statement at a time (the batched
+/// reads and saves): the statement takes one round trip, where a pooled connection costs
+/// another as it goes back (sqlx tests each one on release with a `Sync`). It has the
+/// pool's settings plus its own, is made on first use (within the pool's acquire
+/// timeout), and is made again after an error that may have left it broken.
+pub struct OwnConnection {
+    options: PgConnectOptions,
+    timeout: Duration,
+    conn: Option<PgConnection>,
+}
+
+impl OwnConnection {
+    /// Not connected yet: `name` is its `application_name`, `settings` extra session
+    /// settings (name, value).
+    pub fn new(pool: &PgPool, name: &str, settings: &[(&str, &str)]) -> Self {
+        Self {
+            options: (*pool.connect_options())
+                .clone()
+                .application_name(name)
+                .options(settings.iter().copied()),
+            timeout: pool.options().get_acquire_timeout(),
+            conn: None,
+        }
+    }
+
+    /// The connection, made now if there is none; a connection not made within the
+    /// timeout is `PoolTimedOut`, as a pool's would be.
+    pub async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => tokio::time::timeout(self.timeout, PgConnection::connect_with(&self.options))
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??,
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    /// Keeps the connection after `result` only if it succeeded or PostgreSQL reported an
+    /// error that ends the statement alone (a timeout, a constraint). A FATAL one (the
+    /// backend was terminated, the server is shutting down) ends the connection, and
+    /// anything else (I/O, a protocol error, a row that could not be decoded) may have
+    /// left it mid-message.
+    pub fn settle<T>(&mut self, result: &Result<T, sqlx::Error>) {
+        let Err(err) = result else { return };
+        let statement_only = err
+            .as_database_error()
+            .and_then(|e| e.try_downcast_ref::<PgDatabaseError>())
+            .is_some_and(|e| !matches!(e.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+        if !statement_only {
+            self.conn = None;
+        }
+    }
 }
 
 /// True when every migration this build knows is applied, unchanged.
