@@ -135,8 +135,11 @@ pub type OrderRow = (Uuid, Result<OrderView, sqlx::Error>);
 
 /// The orders with these ids from the live table, each decoded on its own: a row that
 /// cannot be read fails its own order, not the others read with it.
-pub async fn read_orders(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<OrderRow>, sqlx::Error> {
-    order_rows(pool, LIVE, ids)
+pub async fn read_orders(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<OrderRow>, sqlx::Error> {
+    order_rows(conn, LIVE, ids)
         .await?
         .iter()
         .map(|row| Ok((row.try_get("order_id")?, order_from_row(row))))

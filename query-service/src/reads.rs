@@ -13,7 +13,10 @@
 //! A read only ever joins a query not yet sent, so it sees everything committed before it
 //! was asked: a consistency token reached before asking stays reached.
 //!
-//! A database that stalls holds this one query, and one connection, until it answers or
+//! The queries go over a connection of their own ([`OwnConnection`]), not the pool's: one
+//! round trip each, without the pool's test of the connection as it goes back.
+//!
+//! A database that stalls holds this one query, and its connection, until it answers or
 //! PostgreSQL's `statement_timeout` (30 s) ends it; callers stop waiting at their own
 //! deadline, and the reads they leave behind are not sent.
 
@@ -21,9 +24,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use service_runtime::{
     batch::{Ask, Batcher},
+    database::OwnConnection,
     edge::database_status,
 };
 use sqlx::PgPool;
+use tokio::sync::Mutex;
 use tonic::Status;
 use uuid::Uuid;
 
@@ -43,9 +48,15 @@ pub struct OrderReads {
 impl OrderReads {
     /// Starts the task that reads from `pool`.
     pub fn start(pool: PgPool) -> Self {
+        let conn = Arc::new(Mutex::new(OwnConnection::new(
+            &pool,
+            "query-service order reads",
+            &[],
+        )));
         let batcher = Batcher::start(MAX_BATCH, move |batch| {
-            let pool = pool.clone();
-            async move { answer(&pool, batch).await }
+            let conn = conn.clone();
+            // One query at a time: the lock is never waited for.
+            async move { answer(&mut *conn.lock().await, batch).await }
         });
         Self { batcher }
     }
@@ -59,10 +70,15 @@ impl OrderReads {
     }
 }
 
-async fn answer(pool: &PgPool, batch: Vec<Ask<Uuid, Answer>>) {
+async fn answer(conn: &mut OwnConnection, batch: Vec<Ask<Uuid, Answer>>) {
     let ids: Vec<Uuid> = batch.iter().map(|ask| ask.request).collect();
     metrics::histogram!("query_order_reads_per_query").record(ids.len() as f64);
-    match db::read_orders(pool, &ids).await {
+    let rows = match conn.get().await {
+        Ok(db) => db::read_orders(db, &ids).await,
+        Err(err) => Err(err),
+    };
+    conn.settle(&rows);
+    match rows {
         Ok(rows) => {
             let found: HashMap<Uuid, Answer> = rows
                 .into_iter()

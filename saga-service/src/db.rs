@@ -359,7 +359,7 @@ impl SagaSave {
 /// The rows are updated in the order of `saves`: callers sort them by order id, as the
 /// follower's cancellation flags are, so that two statements cannot deadlock.
 pub async fn save_and_check(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     owner: Uuid,
     saves: &[SagaSave],
     checks: &[Uuid],
@@ -400,11 +400,10 @@ pub async fn save_and_check(
     .bind(saves.iter().map(|s| s.keep_lease).collect::<Vec<_>>())
     .bind(saves.iter().map(|s| s.settling).collect::<Vec<_>>())
     .bind(checks)
-    // Planned afresh each time, for the table as it is now: a plan kept from when the
-    // table was small (a new database) scans it whole, for every batch, until the
-    // statistics are next refreshed.
-    .persistent(false)
-    .fetch_all(pool)
+    // Planned for the table as it is now on each call: `LeasedRows` sets `plan_cache_mode`
+    // on its connection, as a plan kept from when the table was small (a new database)
+    // scans it whole, for every batch, until the statistics are next refreshed.
+    .fetch_all(conn)
     .await
 }
 

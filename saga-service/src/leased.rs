@@ -6,9 +6,14 @@
 //! flight at a time, a save asked while none is leaves at once, and those asked meanwhile
 //! (up to [`MAX_BATCH`] a statement; more wait for the next) leave together as soon as it
 //! returns. A save or check whose worker has gone (the instance is stopping) is not sent.
-//! Most of a single-row save's cost on this machine is its round trips (the statement,
-//! then the pool's check of the connection as it is returned), so a saga that took a save
-//! and a check of its own now shares both.
+//! Most of a single-row save's cost on this machine is its round trips, so the saves and
+//! checks share them.
+//!
+//! The statements go over a connection of their own ([`OwnConnection`]), not the pool's,
+//! which plans each one for its parameters: one round trip a statement, where a statement
+//! prepared afresh on a pooled connection took three (the prepare, the statement, and
+//! the pool's check of the connection as it went back). A connection that breaks fails
+//! the statement on it, and the next statement makes a new one.
 //!
 //! Each saga keeps the answer it would have had alone: the statement writes a saga only
 //! while this instance holds its lease, and reports each saga's stored cancellation
@@ -26,8 +31,12 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use service_runtime::batch::{Ask, Batcher};
+use service_runtime::{
+    batch::{Ask, Batcher},
+    database::OwnConnection,
+};
 use sqlx::PgPool;
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::db::{self, SagaSave, Stored};
@@ -52,10 +61,12 @@ pub struct LeasedRows {
 
 impl LeasedRows {
     /// Starts the task that writes `owner`'s sagas to `pool`.
-    pub fn start(pool: PgPool, owner: Uuid) -> Self {
+    pub fn start(pool: &PgPool, owner: Uuid) -> Self {
+        let conn = Arc::new(Mutex::new(connection(pool)));
         let batcher = Batcher::start(MAX_BATCH, move |batch| {
-            let pool = pool.clone();
-            async move { answer(&pool, owner, batch).await }
+            let conn = conn.clone();
+            // One statement at a time: the lock is never waited for.
+            async move { answer(&mut *conn.lock().await, owner, batch).await }
         });
         Self { batcher }
     }
@@ -79,7 +90,17 @@ impl LeasedRows {
     }
 }
 
-async fn answer(pool: &PgPool, owner: Uuid, batch: Vec<Ask<Request, Answer>>) {
+/// The connection the statements go over. Each is planned for its own sagas: a plan
+/// cached while the table was small (a new database) would scan every saga to write one.
+pub fn connection(pool: &PgPool) -> OwnConnection {
+    OwnConnection::new(
+        pool,
+        "saga-service leased rows",
+        &[("plan_cache_mode", "force_custom_plan")],
+    )
+}
+
+async fn answer(conn: &mut OwnConnection, owner: Uuid, batch: Vec<Ask<Request, Answer>>) {
     metrics::histogram!("saga_rows_per_statement").record(batch.len() as f64);
     let mut saves = Vec::new();
     let mut checks = Vec::new();
@@ -99,7 +120,12 @@ async fn answer(pool: &PgPool, owner: Uuid, batch: Vec<Ask<Request, Answer>>) {
         }
     }
     saves.sort_unstable_by_key(SagaSave::order_id);
-    match db::save_and_check(pool, owner, &saves, &checks).await {
+    let rows = match conn.get().await {
+        Ok(db) => db::save_and_check(db, owner, &saves, &checks).await,
+        Err(err) => Err(err),
+    };
+    conn.settle(&rows);
+    match rows {
         Ok(rows) => {
             let found: HashMap<(bool, Uuid), (bool, Option<String>)> = rows
                 .into_iter()

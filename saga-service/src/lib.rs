@@ -218,7 +218,7 @@ pub async fn run_with_clock(
         stopping.clone(),
     ))];
     let poll = Arc::new(Notify::new());
-    let rows = leased::LeasedRows::start(pool.clone(), owner);
+    let rows = leased::LeasedRows::start(&pool, owner);
     tasks.push(AbortOnDrop::spawn(worker::tick_polls(
         poll.clone(),
         Duration::from_secs(1),

@@ -37,7 +37,7 @@ async fn seed(pool: &PgPool, n: usize) -> Vec<(String, String)> {
 async fn blocked_reads(pool: &PgPool) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity \
-         WHERE datname = current_database() AND application_name = 'query-service' \
+         WHERE datname = current_database() AND application_name = 'query-service order reads' \
            AND query LIKE '%FROM read_orders WHERE order_id = %' AND wait_event_type = 'Lock'",
     )
     .fetch_one(pool)

@@ -268,7 +268,7 @@ async fn a_worker_looks_in_the_table_only_when_a_claim_is_owed_or_the_poll_asks(
     let handoffs = Arc::new(Handoffs::new(owner, Duration::from_secs(10)));
     let worker = Worker {
         pool: pool.clone(),
-        rows: saga_service::leased::LeasedRows::start(pool.clone(), owner),
+        rows: saga_service::leased::LeasedRows::start(&pool, owner),
         client: CommandServiceClient::with_interceptor(
             command.channel().await,
             service_runtime::auth::BearerToken::new(None).unwrap(),
@@ -347,23 +347,6 @@ async fn a_worker_looks_in_the_table_only_when_a_claim_is_owed_or_the_poll_asks(
     running.await.unwrap();
 }
 
-/// Rows of `sagas` the server has read so far, by any scan, once `conn`'s counters are
-/// flushed (the flush applies to the calling backend only; `conn` runs the statements
-/// being measured, the pool's connections read a row or none).
-async fn saga_rows_read(pool: &PgPool, conn: &mut sqlx::PgConnection) -> i64 {
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query_scalar(
-        "SELECT (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::bigint \
-         FROM pg_stat_user_tables WHERE relname = 'sagas'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_cancellation_reads_its_saga_by_key_after_the_table_has_grown(pool: PgPool) {
     // The follower's statement runs on one connection for the life of the process, from
@@ -388,15 +371,7 @@ async fn a_cancellation_reads_its_saga_by_key_after_the_table_has_grown(pool: Pg
             .expect("the checkpoint moved");
         from = to;
     }
-    sqlx::query(
-        "INSERT INTO sagas (order_id, customer_id, lines, total_minor, currency, payment_method, \
-           state, plan, steps, next_attempt_at, created_at, updated_at) \
-         SELECT gen_random_uuid(), gen_random_uuid(), '[]', 100, 'EUR', 'card', 'completed', \
-           '{}', '[]', now(), now(), now() FROM generate_series(1, 20000)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    grow_sagas(&pool, 20_000).await;
     let target: uuid::Uuid =
         sqlx::query_scalar("SELECT order_id FROM sagas WHERE NOT cancel_requested LIMIT 1")
             .fetch_one(&pool)

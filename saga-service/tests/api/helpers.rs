@@ -266,3 +266,34 @@ pub fn saga(order_id: uuid::Uuid) -> Saga {
         &policy(),
     )
 }
+
+/// Rows of `sagas` the server has read so far, by any scan, once `conn`'s counters are
+/// flushed (the flush applies to the calling backend only; `conn` runs the statements
+/// being measured, the pool's connections read a row or none).
+pub async fn saga_rows_read(pool: &PgPool, conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::bigint \
+         FROM pg_stat_user_tables WHERE relname = 'sagas'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Adds `n` completed sagas nobody leases (one statement; `db::insert` writes one a time).
+pub async fn grow_sagas(pool: &PgPool, n: i32) {
+    sqlx::query(
+        "INSERT INTO sagas (order_id, customer_id, lines, total_minor, currency, payment_method, \
+           state, plan, steps, next_attempt_at, created_at, updated_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), '[]', 100, 'EUR', 'card', 'completed', \
+           '{}', '[]', now(), now(), now() FROM generate_series(1, $1)",
+    )
+    .bind(n)
+    .execute(pool)
+    .await
+    .unwrap();
+}

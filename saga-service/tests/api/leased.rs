@@ -4,7 +4,7 @@
 use event_store::Position;
 use saga_service::{
     db::{self, FollowerBatch, Handoff, SagaSave},
-    leased::LeasedRows,
+    leased::{self, LeasedRows},
     saga::SagaState,
 };
 use sqlx::PgPool;
@@ -66,7 +66,7 @@ async fn saves_and_checks_sharing_a_statement_each_get_their_own_answer(pool: Pg
         .execute(&pool)
         .await
         .unwrap();
-    let rows = LeasedRows::start(pool.clone(), owner);
+    let rows = LeasedRows::start(&pool, owner);
 
     // The first save waits on a lock on its row, so what is asked meanwhile shares the
     // next statement.
@@ -150,14 +150,63 @@ async fn a_save_whose_statement_fails_is_an_error_not_a_lost_lease(pool: PgPool)
     let owner = Uuid::new_v4();
     let order = Uuid::new_v4();
     start_leased(&pool, owner, &[order], Uuid::new_v4()).await;
-    let rows = LeasedRows::start(pool.clone(), owner);
+    let rows = LeasedRows::start(&pool, owner);
     let mut running = saga(order);
     running.attempts = 1;
     assert_eq!(
         rows.save(SagaSave::new(&running, true)).await.unwrap(),
         Some((false, None))
     );
-    pool.close().await;
+    // The statements' own connection dies under them.
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'saga-service leased rows' AND datname = current_database()",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true]);
     assert!(rows.save(SagaSave::new(&running, true)).await.is_err());
-    assert!(rows.check(order).await.is_err());
+    // The next statement goes over a new connection, and the lease was never lost.
+    running.attempts = 2;
+    assert_eq!(
+        rows.save(SagaSave::new(&running, true)).await.unwrap(),
+        Some((false, None))
+    );
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM sagas WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(rows.check(order).await.unwrap(), Some((false, None)));
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_save_reads_its_saga_by_key_after_the_table_has_grown(pool: PgPool) {
+    // The statement runs on one connection from when the table may be empty; a plan
+    // cached then would scan every saga to write one once the table has grown.
+    let owner = Uuid::new_v4();
+    let orders: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
+    start_leased(&pool, owner, &orders, Uuid::new_v4()).await;
+    let mut own = leased::connection(&pool);
+    let conn = own.get().await.unwrap();
+    for (n, order) in (0u32..).zip(&orders) {
+        let mut running = saga(*order);
+        running.attempts = n;
+        let saved = db::save_and_check(conn, owner, &[SagaSave::new(&running, true)], &[*order])
+            .await
+            .unwrap();
+        assert_eq!(saved.len(), 2);
+    }
+    grow_sagas(&pool, 20_000).await;
+
+    let before = saga_rows_read(&pool, conn).await;
+    let running = saga(orders[0]);
+    let saved = db::save_and_check(conn, owner, &[SagaSave::new(&running, true)], &[orders[1]])
+        .await
+        .unwrap();
+    let read = saga_rows_read(&pool, conn).await - before;
+    assert_eq!(saved.len(), 2);
+    assert!(read < 100, "saving one saga read {read} rows of 20,000");
 }
