@@ -141,6 +141,25 @@ mod tests {
         (batcher, seen)
     }
 
+    /// Asks `n` from a task of its own.
+    fn spawn_ask(
+        batcher: &Batcher<u32, u32>,
+        n: u32,
+    ) -> tokio::task::JoinHandle<Result<u32, Stopped>> {
+        let batcher = batcher.clone();
+        tokio::spawn(async move { batcher.ask(n).await })
+    }
+
+    /// Asks 1, and waits until the first statement holds it.
+    async fn first_statement_held(
+        batcher: &Batcher<u32, u32>,
+        seen: &Seen,
+    ) -> tokio::task::JoinHandle<Result<u32, Stopped>> {
+        let first = spawn_ask(batcher, 1);
+        until(|| seen.lock().unwrap().len() == 1).await;
+        first
+    }
+
     async fn until<F: Fn() -> bool>(done: F) {
         tokio::time::timeout(Duration::from_secs(5), async {
             while !done() {
@@ -157,17 +176,8 @@ mod tests {
         let hold = Arc::new(Notify::new());
         let (batcher, seen) = recording(3, hold.clone());
 
-        let first = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.ask(1).await }
-        });
-        until(|| seen.lock().unwrap().len() == 1).await;
-        let rest: Vec<_> = (2..=6)
-            .map(|n| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { batcher.ask(n).await })
-            })
-            .collect();
+        let first = first_statement_held(&batcher, &seen).await;
+        let rest: Vec<_> = (2..=6).map(|n| spawn_ask(&batcher, n)).collect();
         // Let every ask reach the queue while the first statement is held.
         for _ in 0..100 {
             tokio::task::yield_now().await;
@@ -192,11 +202,7 @@ mod tests {
         let hold = Arc::new(Notify::new());
         let (batcher, seen) = recording(8, hold.clone());
 
-        let first = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.ask(1).await }
-        });
-        until(|| seen.lock().unwrap().len() == 1).await;
+        let first = first_statement_held(&batcher, &seen).await;
         // `ask` queues its request before its first wait, so once the task has started
         // the request is in the queue.
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -209,10 +215,7 @@ mod tests {
             }
         });
         until(|| started.load(std::sync::atomic::Ordering::SeqCst)).await;
-        let kept = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.ask(3).await }
-        });
+        let kept = spawn_ask(&batcher, 3);
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
