@@ -62,58 +62,113 @@ pub async fn connect_with_settings(
     Ok(pool)
 }
 
+/// A session setting that has PostgreSQL plan each statement for its parameters on every
+/// call, for a connection that runs one statement for the life of the process against a
+/// table that grows: a plan cached while the table was small would scan it whole.
+pub const CUSTOM_PLANS: (&str, &str) = ("plan_cache_mode", "force_custom_plan");
+
+/// `pool`'s connection settings for a connection of its own: named `name` (its
+/// `application_name`), with `settings` (name, value) added.
+pub fn own_options(pool: &PgPool, name: &str, settings: &[(&str, &str)]) -> PgConnectOptions {
+    (*pool.connect_options())
+        .clone()
+        .application_name(name)
+        .options(settings.iter().copied())
+}
+
 /// A connection of its own, for a task that runs one statement at a time (the batched
-/// reads and saves): the statement takes one round trip, where a pooled connection costs
-/// another as it goes back (sqlx tests each one on release with a `Sync`). It has the
-/// pool's settings plus its own, is made on first use (within the pool's acquire
-/// timeout), and is made again after an error that may have left it broken.
+/// reads and saves): each statement costs its round trip and nothing else, where a pooled
+/// connection also costs one as it goes back (sqlx tests each on release with a `Sync`,
+/// off the caller's path but not off the cores). It is made on first use, retrying as
+/// the pool does (for the pool's acquire timeout), and made again after an error that
+/// may have broken it.
 pub struct OwnConnection {
+    name: String,
     options: PgConnectOptions,
     timeout: Duration,
     conn: Option<PgConnection>,
 }
 
 impl OwnConnection {
-    /// Not connected yet: `name` is its `application_name`, `settings` extra session
-    /// settings (name, value).
+    /// Not connected yet: [`own_options`].
     pub fn new(pool: &PgPool, name: &str, settings: &[(&str, &str)]) -> Self {
         Self {
-            options: (*pool.connect_options())
-                .clone()
-                .application_name(name)
-                .options(settings.iter().copied()),
+            name: name.to_owned(),
+            options: own_options(pool, name, settings),
             timeout: pool.options().get_acquire_timeout(),
             conn: None,
         }
     }
 
-    /// The connection, made now if there is none; a connection not made within the
-    /// timeout is `PoolTimedOut`, as a pool's would be.
-    pub async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+    /// Runs `statement` on the connection, made first if there is none. The connection
+    /// is kept unless the statement's error may have broken it.
+    pub async fn run<T>(
+        &mut self,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
         let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => tokio::time::timeout(self.timeout, PgConnection::connect_with(&self.options))
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??,
+            None => connect_own(&self.options, self.timeout).await?,
         };
-        Ok(self.conn.insert(conn))
-    }
-
-    /// Keeps the connection after `result` only if it succeeded or PostgreSQL reported an
-    /// error that ends the statement alone (a timeout, a constraint). A FATAL one (the
-    /// backend was terminated, the server is shutting down) ends the connection, and
-    /// anything else (I/O, a protocol error, a row that could not be decoded) may have
-    /// left it mid-message.
-    pub fn settle<T>(&mut self, result: &Result<T, sqlx::Error>) {
-        let Err(err) = result else { return };
-        let statement_only = err
-            .as_database_error()
-            .and_then(|e| e.try_downcast_ref::<PgDatabaseError>())
-            .is_some_and(|e| !matches!(e.severity(), PgSeverity::Fatal | PgSeverity::Panic));
-        if !statement_only {
+        let conn = self.conn.insert(conn);
+        let result = statement(conn).await;
+        if let Err(err) = &result
+            && !keeps_connection(err)
+        {
+            tracing::warn!(connection = %self.name, error = %err, "dropping the connection; the next statement makes a new one");
             self.conn = None;
         }
+        result
     }
+}
+
+/// Connects, retrying with a doubling pause what a pool retries (the server refusing,
+/// starting up, or out of connections) until `timeout` has passed: `PoolTimedOut` if the
+/// last attempt was still under way then.
+async fn connect_own(
+    options: &PgConnectOptions,
+    timeout: Duration,
+) -> Result<PgConnection, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let err = match tokio::time::timeout_at(deadline, PgConnection::connect_with(options)).await
+        {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(err)) if worth_retrying(&err) => err,
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Err(sqlx::Error::PoolTimedOut),
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(err);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(timeout / 5);
+    }
+}
+
+fn worth_retrying(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) => true,
+        // Too many connections; the server is starting up.
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("53300" | "57P03")),
+        _ => false,
+    }
+}
+
+/// True after an error that ends the statement alone (a timeout, a constraint): a
+/// PostgreSQL ERROR, except those that stay with the connection's prepared statements
+/// ("cached plan must not change result type" after a column changed type; "prepared
+/// statement does not exist"). A FATAL one ends the connection (the backend was
+/// terminated, the server is shutting down), and anything else (I/O, a protocol error, a
+/// row that could not be decoded) may have left it mid-message.
+fn keeps_connection(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.try_downcast_ref::<PgDatabaseError>())
+        .is_some_and(|e| {
+            !matches!(e.severity(), PgSeverity::Fatal | PgSeverity::Panic)
+                && !matches!(e.code(), "0A000" | "26000")
+        })
 }
 
 /// True when every migration this build knows is applied, unchanged.
