@@ -38,7 +38,7 @@ impl QueryApi {
         max_watch_streams: usize,
     ) -> Self {
         Self {
-            reads: OrderReads::start(pool.clone()),
+            reads: OrderReads::start(&pool),
             pool,
             store,
             state,

@@ -46,10 +46,10 @@ pub struct OrderReads {
 }
 
 impl OrderReads {
-    /// Starts the task that reads from `pool`.
-    pub fn start(pool: PgPool) -> Self {
+    /// Starts the task, which reads over a connection of its own with `pool`'s settings.
+    pub fn start(pool: &PgPool) -> Self {
         let conn = Arc::new(Mutex::new(OwnConnection::new(
-            &pool,
+            pool,
             "query-service order reads",
             &[],
         )));
@@ -73,12 +73,7 @@ impl OrderReads {
 async fn answer(conn: &mut OwnConnection, batch: Vec<Ask<Uuid, Answer>>) {
     let ids: Vec<Uuid> = batch.iter().map(|ask| ask.request).collect();
     metrics::histogram!("query_order_reads_per_query").record(ids.len() as f64);
-    let rows = match conn.get().await {
-        Ok(db) => db::read_orders(db, &ids).await,
-        Err(err) => Err(err),
-    };
-    conn.settle(&rows);
-    match rows {
+    match conn.run(async |db| db::read_orders(db, &ids).await).await {
         Ok(rows) => {
             let found: HashMap<Uuid, Answer> = rows
                 .into_iter()

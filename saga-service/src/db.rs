@@ -201,7 +201,9 @@ pub async fn insert(conn: &mut PgConnection, sagas: &[Saga]) -> Result<(), sqlx:
 /// completed one gives back what it took, and a parked one does so once an operator
 /// resumes it (the worker acts on the flag). Returns the sagas written with the batch's
 /// lease (not those a replayed event found already there), or `None`, having written
-/// nothing, when the checkpoint moved meanwhile (another follower).
+/// nothing, when the checkpoint moved meanwhile (another follower). `conn` should plan
+/// each call for its parameters (`service_runtime::database::CUSTOM_PLANS`, as
+/// `follower::connect_options` sets).
 pub async fn apply_batch(
     conn: &mut PgConnection,
     name: &str,
@@ -357,7 +359,9 @@ impl SagaSave {
 /// request; a saga missing from the answer has lost its lease.
 ///
 /// The rows are updated in the order of `saves`: callers sort them by order id, as the
-/// follower's cancellation flags are, so that two statements cannot deadlock.
+/// follower's cancellation flags are, so that two statements cannot deadlock. `conn`
+/// should plan each call for its parameters (`service_runtime::database::CUSTOM_PLANS`,
+/// as `leased::own_connection` sets).
 pub async fn save_and_check(
     conn: &mut PgConnection,
     owner: Uuid,

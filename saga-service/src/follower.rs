@@ -15,7 +15,7 @@ use std::{
 
 use domain_events::{DomainEvent, EventType, StoredEvent};
 use event_store::{PostgresEventStore, RecordedEvent, Subscription};
-use service_runtime::Clock;
+use service_runtime::{Clock, database};
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio::sync::watch;
 
@@ -90,10 +90,7 @@ pub async fn run(
 /// cancelled order once the table has grown. Set here rather than by preparing the
 /// statement afresh, the statement stays prepared: one round trip a batch, not two.
 pub fn connect_options(pool: &PgPool) -> PgConnectOptions {
-    (*pool.connect_options())
-        .clone()
-        .application_name("saga-service follower")
-        .options([("plan_cache_mode", "force_custom_plan")])
+    database::own_options(pool, "saga-service follower", &[database::CUSTOM_PLANS])
 }
 
 async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {

@@ -11,9 +11,10 @@
 //!
 //! The statements go over a connection of their own ([`OwnConnection`]), not the pool's,
 //! which plans each one for its parameters: one round trip a statement, where a statement
-//! prepared afresh on a pooled connection took three (the prepare, the statement, and
-//! the pool's check of the connection as it went back). A connection that breaks fails
-//! the statement on it, and the next statement makes a new one.
+//! prepared afresh on a pooled connection took two, and the pool's check of the
+//! connection as it went back a third (off the worker's path, not off the cores). A
+//! connection that breaks fails the statement on it, and the next statement makes a new
+//! one.
 //!
 //! Each saga keeps the answer it would have had alone: the statement writes a saga only
 //! while this instance holds its lease, and reports each saga's stored cancellation
@@ -33,7 +34,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use service_runtime::{
     batch::{Ask, Batcher},
-    database::OwnConnection,
+    database::{CUSTOM_PLANS, OwnConnection},
 };
 use sqlx::PgPool;
 use tokio::sync::Mutex;
@@ -60,9 +61,10 @@ pub struct LeasedRows {
 }
 
 impl LeasedRows {
-    /// Starts the task that writes `owner`'s sagas to `pool`.
+    /// Starts the task that writes `owner`'s sagas, over a connection of its own with
+    /// `pool`'s settings ([`own_connection`]).
     pub fn start(pool: &PgPool, owner: Uuid) -> Self {
-        let conn = Arc::new(Mutex::new(connection(pool)));
+        let conn = Arc::new(Mutex::new(own_connection(pool)));
         let batcher = Batcher::start(MAX_BATCH, move |batch| {
             let conn = conn.clone();
             // One statement at a time: the lock is never waited for.
@@ -90,14 +92,11 @@ impl LeasedRows {
     }
 }
 
-/// The connection the statements go over. Each is planned for its own sagas: a plan
-/// cached while the table was small (a new database) would scan every saga to write one.
-pub fn connection(pool: &PgPool) -> OwnConnection {
-    OwnConnection::new(
-        pool,
-        "saga-service leased rows",
-        &[("plan_cache_mode", "force_custom_plan")],
-    )
+/// The connection the statements go over. Each is planned for its own sagas
+/// ([`CUSTOM_PLANS`]): a plan cached while the table was small (a new database) would scan
+/// every saga to write one.
+pub fn own_connection(pool: &PgPool) -> OwnConnection {
+    OwnConnection::new(pool, "saga-service leased rows", &[CUSTOM_PLANS])
 }
 
 async fn answer(conn: &mut OwnConnection, owner: Uuid, batch: Vec<Ask<Request, Answer>>) {
@@ -120,12 +119,10 @@ async fn answer(conn: &mut OwnConnection, owner: Uuid, batch: Vec<Ask<Request, A
         }
     }
     saves.sort_unstable_by_key(SagaSave::order_id);
-    let rows = match conn.get().await {
-        Ok(db) => db::save_and_check(db, owner, &saves, &checks).await,
-        Err(err) => Err(err),
-    };
-    conn.settle(&rows);
-    match rows {
+    match conn
+        .run(async |db| db::save_and_check(db, owner, &saves, &checks).await)
+        .await
+    {
         Ok(rows) => {
             let found: HashMap<(bool, Uuid), (bool, Option<String>)> = rows
                 .into_iter()

@@ -32,8 +32,8 @@ async fn seed(pool: &PgPool, n: usize) -> Vec<(String, String)> {
     orders
 }
 
-/// The order reads this test's query-service has sent that are waiting for a lock (its
-/// API connections are named after it; the projector's are not).
+/// The order reads this test's query-service has sent that are waiting for a lock (they
+/// go over a connection of their own, named for them).
 async fn blocked_reads(pool: &PgPool) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity \
