@@ -13,7 +13,7 @@ use service_runtime::bounded::BoundedMap;
 
 use crate::domain::State;
 
-/// How many aggregates are kept; past this, the oldest quarter is dropped.
+/// How many aggregates are kept; past this, the one written longest ago is dropped.
 pub const CAPACITY: usize = 100_000;
 
 /// One cached aggregate.

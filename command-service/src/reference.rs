@@ -21,7 +21,7 @@ use crate::{
     session::load_state,
 };
 
-/// How many placed orders, and how many prices, are kept; past this, the oldest quarter
+/// How many placed orders, and how many prices, are kept; past this, the one kept longest
 /// is dropped.
 pub const CAPACITY: usize = 100_000;
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::model::OrderView;
 
-/// How many orders are kept; past this, the oldest quarter is dropped.
+/// How many orders are kept; past this, the one put or read longest ago is dropped.
 pub const CAPACITY: usize = 200_000;
 
 /// Order views by id, and a counter of the changes put in.
