@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use crate::model::OrderView;
 
-/// How many orders are kept; past this, the one put or read longest ago is dropped.
+/// How many orders are kept; past this, the one kept longest (put by the projector or
+/// after a read from the table; a hit does not renew it) is dropped.
 pub const CAPACITY: usize = 200_000;
 
 /// Order views by id, and a counter of the changes put in.

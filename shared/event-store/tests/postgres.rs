@@ -233,28 +233,27 @@ async fn an_unreachable_database_is_unavailable() {
     assert!(matches!(err, event_store::Error::Unavailable(_)), "{err:?}");
 }
 
+/// The columns of `table` that ANALYZE collects statistics for.
+async fn analysed(pool: &PgPool, table: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute \
+         WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped \
+           AND coalesce(attstattarget, -1) <> 0 ORDER BY attname",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 /// ANALYZE keeps statistics for the columns statements search, join or sort on, and skips
 /// the wide ones nothing searches (migration 0014). A column added to these tables fails
 /// this test until its migration decides whether the planner needs it.
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn analyses_only_the_columns_statements_search(pool: PgPool) {
-    let analysed = |table: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, String>(
-                "SELECT attname::text FROM pg_attribute \
-                 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped \
-                   AND coalesce(attstattarget, -1) <> 0 ORDER BY attname",
-            )
-            .bind(table)
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    assert_eq!(analysed("command_log").await, ["command_id"]);
+    assert_eq!(analysed(&pool, "command_log").await, ["command_id"]);
     assert_eq!(
-        analysed("sagas").await,
+        analysed(&pool, "sagas").await,
         [
             "cancel_requested",
             "created_at",
