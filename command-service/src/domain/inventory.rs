@@ -2,6 +2,10 @@
 //!
 //! Invariant: `reserved ≤ on_hand`, so available stock (`on_hand − reserved`) is never
 //! negative.
+//!
+//! A product holds a reservation for every order that reserved it and has not shipped or
+//! released it, so the reservations of a busy product run to thousands: their total is
+//! kept as they change, not summed for each command.
 
 use std::collections::BTreeMap;
 
@@ -49,7 +53,50 @@ pub struct Product {
     sku: Option<Sku>,
     price: Option<Money>,
     on_hand: u64,
-    reservations: BTreeMap<OrderId, Quantity>,
+    reservations: Reservations,
+}
+
+/// The reservations orders hold, and their total. A snapshot holds the map alone, as it
+/// did before the total was kept; the total is summed once as a snapshot is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "BTreeMap<OrderId, Quantity>")]
+struct Reservations {
+    by_order: BTreeMap<OrderId, Quantity>,
+    total: u64,
+}
+
+impl Reservations {
+    fn get(&self, order_id: &OrderId) -> Option<&Quantity> {
+        self.by_order.get(order_id)
+    }
+
+    fn insert(&mut self, order_id: OrderId, quantity: Quantity) {
+        let replaced = self.by_order.insert(order_id, quantity);
+        self.total = self.total + u64::from(quantity.get()) - replaced.map_or(0, units);
+    }
+
+    fn remove(&mut self, order_id: &OrderId) -> Option<Quantity> {
+        let removed = self.by_order.remove(order_id);
+        self.total -= removed.map_or(0, units);
+        removed
+    }
+}
+
+fn units(quantity: Quantity) -> u64 {
+    u64::from(quantity.get())
+}
+
+impl From<BTreeMap<OrderId, Quantity>> for Reservations {
+    fn from(by_order: BTreeMap<OrderId, Quantity>) -> Self {
+        let total = by_order.values().copied().map(units).sum();
+        Self { by_order, total }
+    }
+}
+
+impl Serialize for Reservations {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.by_order.serialize(serializer)
+    }
 }
 
 impl Product {
@@ -65,7 +112,7 @@ impl Product {
 
     /// Units held by reservations.
     pub fn reserved(&self) -> u64 {
-        self.reservations.values().map(|q| u64::from(q.get())).sum()
+        self.reservations.total
     }
 
     /// Units that can still be reserved.
@@ -121,7 +168,7 @@ impl Aggregate for Product {
             }
             ProductCommand::Reserve { order_id, quantity } => {
                 let sku = self.sku()?;
-                if self.reservations.contains_key(order_id) {
+                if self.reservations.get(order_id).is_some() {
                     return Ok(vec![]);
                 }
                 let available = self.available();
@@ -279,6 +326,44 @@ mod tests {
             (product.on_hand(), product.reserved(), product.available()),
             (3, 0, 3)
         );
+    }
+
+    #[test]
+    fn the_reserved_total_follows_every_change_and_a_snapshot_keeps_the_map_alone() {
+        let third = OrderId::from_uuid(uuid::Uuid::from_u128(7));
+        let mut product = Product::default();
+        for e in [
+            created(20),
+            reserved(order_id(), 2),
+            reserved(other_order(), 3),
+            reserved(third, 4),
+            DomainEvent::StockReleased(StockReleased {
+                sku: sku(),
+                order_id: other_order(),
+                quantity: Quantity::new(3).unwrap(),
+            }),
+            DomainEvent::StockCommitted(StockCommitted {
+                sku: sku(),
+                order_id: order_id(),
+                quantity: Quantity::new(2).unwrap(),
+            }),
+        ] {
+            product.apply(&e);
+        }
+        assert_eq!(
+            (product.on_hand(), product.reserved(), product.available()),
+            (18, 4, 14)
+        );
+
+        // Schema 2: the reservations are a map from order to quantity, nothing else.
+        let encoded = serde_json::to_value(&product).unwrap();
+        assert_eq!(
+            encoded["reservations"],
+            serde_json::json!({ third.as_uuid().to_string(): 4 })
+        );
+        let decoded: Product = serde_json::from_value(encoded).unwrap();
+        assert_eq!(decoded, product);
+        assert_eq!(decoded.reserved(), 4);
     }
 
     #[test]
