@@ -72,7 +72,7 @@ impl Reservations {
 
     fn insert(&mut self, order_id: OrderId, quantity: Quantity) {
         let replaced = self.by_order.insert(order_id, quantity);
-        self.total = self.total + u64::from(quantity.get()) - replaced.map_or(0, units);
+        self.total = self.total + units(quantity) - replaced.map_or(0, units);
     }
 
     fn remove(&mut self, order_id: &OrderId) -> Option<Quantity> {
