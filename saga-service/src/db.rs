@@ -274,10 +274,13 @@ pub async fn release(pool: &PgPool, order_ids: &[Uuid], owner: Uuid) -> Result<(
     Ok(())
 }
 
-/// Takes the lease of one due saga that nobody holds, for `lease` from `now`.
+/// Takes the lease of one due saga that nobody holds, for `lease` from `now`, other than
+/// those in `skip` (the sagas the caller's instance drives now, whose leases may have run
+/// out while a step stalled).
 pub async fn claim(
     pool: &PgPool,
     owner: Uuid,
+    skip: &[Uuid],
     now: DateTime<Utc>,
     lease: chrono::Duration,
 ) -> Result<Option<Saga>, sqlx::Error> {
@@ -288,6 +291,7 @@ pub async fn claim(
            WHERE (state IN ('running', 'compensating') OR (state = 'completed' AND cancel_requested)) \
              AND next_attempt_at <= $2 \
              AND (lease_until IS NULL OR lease_until < $2) \
+             AND order_id <> ALL($4) \
            ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
          RETURNING {COLUMNS}"
     );
@@ -295,6 +299,7 @@ pub async fn claim(
         .bind(owner)
         .bind(now)
         .bind(now + lease)
+        .bind(skip)
         .fetch_optional(pool)
         .await?
         .as_ref()

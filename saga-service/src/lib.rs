@@ -81,8 +81,10 @@ pub struct Config {
     /// better (BENCHMARKS.md).
     #[arg(long, env = "SAGA_WORKERS", default_value_t = 64)]
     pub workers: usize,
-    /// How long a claimed saga stays with this instance without progress (ms); a crashed
-    /// instance's sagas are taken over after this.
+    /// How long a saga stays leased to this instance from its claim (ms); a crashed
+    /// instance's sagas are taken over after this. A worker whose saga takes longer keeps
+    /// it within its instance, but another instance may claim it then, and the first
+    /// worker's next save or check finds the lease lost.
     #[arg(long, env = "SAGA_LEASE_MS", default_value_t = 10_000)]
     pub lease_ms: u64,
     /// Deadline of the reserve-stock step, retries included (ms); a step still unanswered

@@ -21,7 +21,7 @@
 //! (once the lease runs out) to the same outcome, without reserving or charging twice.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -81,10 +81,17 @@ impl std::str::FromStr for Failpoint {
 }
 
 /// This instance's lease (who holds it, for how long), the sagas its follower started
-/// with it ([`db::Handoff`]) waiting for a worker, and how many workers are idle. The follower
-/// hands off at most as many sagas as there are idle workers, so a handed-off saga is
-/// normally taken by the next worker free, without the claim (a round trip, and the
-/// statement's search for a due saga) that any other saga waits for.
+/// with it ([`db::Handoff`]) waiting for a worker, how many workers are idle, and which
+/// sagas its workers drive now. The follower hands off at most as many sagas as there are
+/// idle workers, so a handed-off saga is normally taken by the next worker free, without
+/// the claim (a round trip, and the statement's search for a due saga) that any other saga
+/// waits for.
+///
+/// The saga rows fence writes by instance (`lease_owner`), so two workers of one instance
+/// would both pass the fence. A worker therefore drives a saga only while no other worker
+/// of its instance does ([`Handoffs::begin`]), and claims skip the sagas driven here: a
+/// worker whose step stalls past the lease keeps the saga to itself within its instance,
+/// and another instance's claim fences it out of the row.
 #[derive(Debug)]
 pub struct Handoffs {
     /// The instance the sagas are leased to.
@@ -93,6 +100,20 @@ pub struct Handoffs {
     pub lease: Duration,
     queue: Mutex<VecDeque<(Saga, Instant)>>,
     idle: AtomicUsize,
+    driven: Mutex<HashSet<Uuid>>,
+}
+
+/// A saga one worker of this instance drives; dropping it lets the saga go.
+#[derive(Debug)]
+pub struct Driving {
+    handoffs: Arc<Handoffs>,
+    order_id: Uuid,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        relock(&self.handoffs.driven).remove(&self.order_id);
+    }
 }
 
 impl Handoffs {
@@ -103,7 +124,23 @@ impl Handoffs {
             lease,
             queue: Mutex::new(VecDeque::new()),
             idle: AtomicUsize::new(0),
+            driven: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Marks the saga of `order_id` as driven by the caller until the guard drops, or
+    /// `None` if another worker of this instance drives it now (its step stalled past the
+    /// lease, and a claim found it due): that worker keeps it.
+    pub fn begin(self: &Arc<Self>, order_id: Uuid) -> Option<Driving> {
+        relock(&self.driven).insert(order_id).then(|| Driving {
+            handoffs: self.clone(),
+            order_id,
+        })
+    }
+
+    /// The sagas this instance's workers drive now, for claims to skip.
+    pub fn driven(&self) -> Vec<Uuid> {
+        relock(&self.driven).iter().copied().collect()
     }
 
     /// Workers waiting for work now.
@@ -154,9 +191,14 @@ impl Handoffs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Saga, Instant)>> {
-        // A panic while the lock is held cannot leave the queue half-changed.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        relock(&self.queue)
     }
+}
+
+/// Locks `m`: a panic while one of these locks is held cannot leave what it guards
+/// half-changed (each change is one call on a collection).
+fn relock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Wake-ups for this instance's workers, and how many claims are owed: one for each saga
@@ -282,7 +324,7 @@ impl Worker {
                     // The poll asked for a look at the table: another idle worker takes it.
                     self.poll.notify_one();
                 }
-                self.drive(saga, leased_at).await;
+                self.drive_alone(saga, leased_at).await;
                 continue;
             }
             // Taken before looking: a wake-up sent between the look and the wait is kept
@@ -295,8 +337,14 @@ impl Worker {
             if by_poll || self.work.take_owed() {
                 // The lease runs from the clock reading the claim is made with, at the latest.
                 let claiming = Instant::now();
-                let claimed =
-                    db::claim(&self.pool, self.handoffs.owner, self.clock.now(), lease).await;
+                let claimed = db::claim(
+                    &self.pool,
+                    self.handoffs.owner,
+                    &self.handoffs.driven(),
+                    self.clock.now(),
+                    lease,
+                )
+                .await;
                 let result = match &claimed {
                     Ok(Some(_)) => "found",
                     Ok(None) => "none",
@@ -308,7 +356,7 @@ impl Worker {
                         if by_poll {
                             self.poll.notify_one();
                         }
-                        self.drive(saga, claiming).await;
+                        self.drive_alone(saga, claiming).await;
                         continue;
                     }
                     Ok(None) => {}
@@ -334,6 +382,18 @@ impl Worker {
             self.handoffs.idle.fetch_sub(1, Ordering::Relaxed);
             let Some(by_poll) = woken else { return };
             woken_by_poll = by_poll;
+        }
+    }
+
+    /// [`Self::drive`], unless another worker of this instance drives the saga now: a
+    /// claim made while that worker's step stalled past the lease found it due (the claim
+    /// skips the sagas driven here, but one of them may have started since it was made).
+    async fn drive_alone(&mut self, saga: Saga, leased_at: Instant) {
+        match self.handoffs.begin(saga.order_id) {
+            Some(_driving) => self.drive(saga, leased_at).await,
+            None => {
+                tracing::warn!(order_id = %saga.order_id, "claimed a saga another worker of this instance drives; it keeps it");
+            }
         }
     }
 
@@ -727,6 +787,27 @@ mod tests {
         handoffs.push([fresh.clone()], Instant::now());
         let (taken, _, more) = handoffs.take().unwrap();
         assert_eq!((taken.order_id, more), (fresh.order_id, false));
+    }
+
+    #[test]
+    fn one_worker_of_an_instance_drives_a_saga_at_a_time() {
+        let handoffs = Arc::new(Handoffs::new(Uuid::new_v4(), Duration::from_secs(10)));
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let driving = handoffs.begin(a).expect("nobody drives it yet");
+        assert!(handoffs.begin(a).is_none(), "a second worker keeps off it");
+        let other = handoffs.begin(b).expect("another saga is free");
+        let mut driven = handoffs.driven();
+        driven.sort();
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(driven, both, "claims skip both");
+        drop(driving);
+        assert_eq!(handoffs.driven(), vec![b]);
+        assert!(
+            handoffs.begin(a).is_some(),
+            "let go, it can be driven again"
+        );
+        drop(other);
     }
 
     #[test]

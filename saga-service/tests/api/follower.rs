@@ -149,7 +149,7 @@ async fn a_batch_writes_all_of_itself_or_nothing(pool: PgPool) {
     let due = chrono::Utc::now();
     let mut claimed = Vec::new();
     let hour = chrono::Duration::hours(1);
-    while let Some(saga) = db::claim(&pool, other, due, hour).await.unwrap() {
+    while let Some(saga) = db::claim(&pool, other, &[], due, hour).await.unwrap() {
         claimed.push(saga.order_id);
     }
     claimed.sort();
@@ -159,7 +159,7 @@ async fn a_batch_writes_all_of_itself_or_nothing(pool: PgPool) {
     // ... and that one too once its lease has run out, as after a crash before any worker
     // of the instance it was handed to drove it.
     let later = due + lease + chrono::Duration::milliseconds(1);
-    let taken = db::claim(&pool, other, later, lease).await.unwrap();
+    let taken = db::claim(&pool, other, &[], later, lease).await.unwrap();
     assert_eq!(taken.map(|s| s.order_id), Some(fresh));
 }
 
@@ -189,12 +189,22 @@ async fn sagas_handed_off_and_never_driven_are_released(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(leased, Some(vec![handed]));
-    assert!(db::claim(&pool, other, now, lease).await.unwrap().is_none());
+    assert!(
+        db::claim(&pool, other, &[], now, lease)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Another owner's release changes nothing; the owner's frees it at once.
     db::release(&pool, &[handed], other).await.unwrap();
-    assert!(db::claim(&pool, other, now, lease).await.unwrap().is_none());
+    assert!(
+        db::claim(&pool, other, &[], now, lease)
+            .await
+            .unwrap()
+            .is_none()
+    );
     db::release(&pool, &[handed], owner).await.unwrap();
-    let taken = db::claim(&pool, other, now, lease).await.unwrap();
+    let taken = db::claim(&pool, other, &[], now, lease).await.unwrap();
     assert_eq!(taken.map(|s| s.order_id), Some(handed));
 }
 

@@ -255,6 +255,75 @@ async fn a_worker_killed_between_the_answer_and_the_save_is_resumed_past_its_dea
 }
 
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn a_step_stalled_past_its_lease_stays_with_its_worker_within_the_instance(pool: PgPool) {
+    service_runtime::telemetry::init_for_tests();
+    let command = start_command_service(&pool).await;
+    let mut c = CommandServiceClient::new(command.channel().await);
+    create_product(&mut c, "SKU-1", 5).await;
+    // Two workers with a short lease, whose calls wait far longer than it: a step whose
+    // answer is held stalls past the lease.
+    let proxy = Proxy::start(command.addr, Mode::HoldReplies).await;
+    let mut config = saga_config(&pool, proxy.addr);
+    config.workers = 2;
+    config.lease_ms = 300;
+    config.attempt_timeout_ms = 60_000;
+    config.reserve_deadline_ms = 60_000;
+    config.authorize_deadline_ms = 60_000;
+    let saga_service = start_saga_service(config).await;
+    let mut s = SagaServiceClient::new(saga_service.channel().await);
+    let order_id = place_order(&mut c, &[("SKU-1", 2)], "card").await;
+    wait_for_events(&pool, "StockReserved", &order_id, 1).await;
+    wait_for_events(&pool, "PaymentAuthorized", &order_id, 1).await;
+
+    // Its lease runs out while the worker still waits for the answers.
+    let lease = |order_id: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<uuid::Uuid>, Option<chrono::DateTime<chrono::Utc>>)>(
+                "SELECT lease_owner, lease_until FROM sagas WHERE order_id = $1::uuid",
+            )
+            .bind(order_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let stalled = lease(order_id.clone()).await;
+    assert!(stalled.0.is_some(), "the saga was leased when it started");
+    eventually("the stalled saga's lease runs out", || async {
+        sqlx::query_scalar::<_, bool>("SELECT clock_timestamp() > $1")
+            .bind(stalled.1)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    // Then another saga falls due, later than the stalled one. The idle worker's next look
+    // at the table must pass over the stalled saga (due first, lease run out, but driven in
+    // this instance) and take this one.
+    let other = uuid::Uuid::new_v4();
+    let mut conn = pool.acquire().await.unwrap();
+    saga_service::db::insert(&mut conn, &[saga(other)])
+        .await
+        .unwrap();
+    eventually("the idle worker claims the saga due later", || async {
+        lease(other.to_string()).await.0.is_some()
+    })
+    .await;
+    assert_eq!(
+        lease(order_id.clone()).await,
+        stalled,
+        "nobody claimed the saga whose step stalled"
+    );
+
+    // The answers come; the worker that waited for them finishes the saga, once each.
+    proxy.set(Mode::Pass);
+    let saga = finished(&mut s, &order_id).await;
+    assert_eq!(saga.state, "completed", "{saga:#?}");
+    assert_eq!(effects(&pool, &order_id).await, [1, 0, 1, 0, 1, 0]);
+}
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_save_lost_in_a_database_crash_does_not_undo_a_confirmed_order(pool: PgPool) {
     let mut sys = start(&pool).await;
     create_product(&mut sys.commands, "SKU-1", 5).await;
