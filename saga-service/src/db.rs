@@ -430,12 +430,14 @@ pub async fn lock_for_admin(
         .transpose()
 }
 
-/// Writes an operator's change (the caller holds the row lock).
+/// Writes an operator's change (the caller holds the row lock) and ends the saga's lease,
+/// which had run out: a worker still driving it finds the lease lost at its next save or
+/// check.
 pub async fn save_admin(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE sagas SET state = $2, parked_from = $3, plan = $4, steps = $5, attempts = $6, next_attempt_at = $7, \
            step_deadline = $8, reason = $9, last_error = $10, updated_at = $11, cancel_requested = $12, \
-           cancel_reason = $13, settling = $14 \
+           cancel_reason = $13, settling = $14, lease_owner = NULL, lease_until = NULL \
          WHERE order_id = $1",
     )
     .bind(saga.order_id)

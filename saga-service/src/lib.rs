@@ -81,7 +81,8 @@ pub struct Config {
     /// better (BENCHMARKS.md).
     #[arg(long, env = "SAGA_WORKERS", default_value_t = 64)]
     pub workers: usize,
-    /// How long a saga stays leased to this instance from its claim (ms); a crashed
+    /// How long a saga stays leased to this instance from its claim, or from its hand-off
+    /// by this instance's follower (ms); a crashed
     /// instance's sagas are taken over after this. A worker whose saga takes longer keeps
     /// it within its instance, but another instance may claim it then, and the first
     /// worker's next save or check finds the lease lost.

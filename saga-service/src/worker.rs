@@ -129,8 +129,7 @@ impl Handoffs {
     }
 
     /// Marks the saga of `order_id` as driven by the caller until the guard drops, or
-    /// `None` if another worker of this instance drives it now (its step stalled past the
-    /// lease, and a claim found it due): that worker keeps it.
+    /// `None` if another worker of this instance drives it now: that worker keeps it.
     pub fn begin(self: &Arc<Self>, order_id: Uuid) -> Option<Driving> {
         relock(&self.driven).insert(order_id).then(|| Driving {
             handoffs: self.clone(),
@@ -385,9 +384,10 @@ impl Worker {
         }
     }
 
-    /// [`Self::drive`], unless another worker of this instance drives the saga now: a
-    /// claim made while that worker's step stalled past the lease found it due (the claim
-    /// skips the sagas driven here, but one of them may have started since it was made).
+    /// [`Self::drive`], unless another worker of this instance drives the saga now. Claims
+    /// skip the sagas driven here, as the claim found them when it was sent; a claim whose
+    /// statement took longer than the lease (a database that stalled) can still return
+    /// one that another worker claimed and started meanwhile.
     async fn drive_alone(&mut self, saga: Saga, leased_at: Instant) {
         match self.handoffs.begin(saga.order_id) {
             Some(_driving) => self.drive(saga, leased_at).await,

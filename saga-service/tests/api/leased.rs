@@ -219,3 +219,39 @@ async fn a_save_reads_its_saga_by_key_after_the_table_has_grown(pool: PgPool) {
         .unwrap();
     assert!(read < 100, "saving one saga read {read} rows of 20,000");
 }
+
+#[sqlx::test(migrator = "event_store::MIGRATOR")]
+async fn an_operators_change_ends_a_lease_that_ran_out(pool: PgPool) {
+    let owner = Uuid::new_v4();
+    let (order, unrelated) = (Uuid::new_v4(), Uuid::new_v4());
+    start_leased(&pool, owner, &[order], unrelated).await;
+    // The lease has run out, but its owner's worker still drives the saga (a stalled step).
+    sqlx::query("UPDATE sagas SET lease_until = now() - interval '1 second' WHERE order_id = $1")
+        .bind(order)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // An operator changes the saga meanwhile, as the admin API does.
+    let mut tx = pool.begin().await.unwrap();
+    let (mut saga, _) = db::lock_for_admin(&mut tx, order).await.unwrap().unwrap();
+    saga.last_error = Some("changed by an operator".into());
+    db::save_admin(&mut tx, &saga).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(stored(&pool, order).await.2, None);
+
+    // The stalled worker's save and check find the lease lost; the operator's change stays.
+    let mut conn = pool.acquire().await.unwrap();
+    let mut stale = saga.clone();
+    stale.last_error = Some("the worker's".into());
+    let answers = db::save_and_check(&mut conn, owner, &[SagaSave::new(&stale, true)], &[order])
+        .await
+        .unwrap();
+    assert!(answers.is_empty(), "{answers:?}");
+    let last_error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM sagas WHERE order_id = $1")
+            .bind(order)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(last_error.as_deref(), Some("changed by an operator"));
+}
