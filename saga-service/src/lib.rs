@@ -82,10 +82,10 @@ pub struct Config {
     #[arg(long, env = "SAGA_WORKERS", default_value_t = 64)]
     pub workers: usize,
     /// How long a saga stays leased to this instance from its claim, or from its hand-off
-    /// by this instance's follower (ms); a crashed
-    /// instance's sagas are taken over after this. A worker whose saga takes longer keeps
-    /// it within its instance, but another instance may claim it then, and the first
-    /// worker's next save or check finds the lease lost.
+    /// by this instance's follower (ms); a crashed instance's sagas are taken over after
+    /// this. A worker whose saga takes longer keeps it within its instance, but another
+    /// instance may claim it then, and the first worker's next save or check finds the
+    /// lease lost.
     #[arg(long, env = "SAGA_LEASE_MS", default_value_t = 10_000)]
     pub lease_ms: u64,
     /// Deadline of the reserve-stock step, retries included (ms); a step still unanswered

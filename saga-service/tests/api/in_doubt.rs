@@ -254,6 +254,18 @@ async fn a_worker_killed_between_the_answer_and_the_save_is_resumed_past_its_dea
     assert_eq!(effects(&pool, &order_id).await, [1, 0, 1, 0, 1, 0]);
 }
 
+/// Who holds the lease of the order's saga, and until when.
+async fn lease(
+    pool: &PgPool,
+    order_id: &str,
+) -> (Option<uuid::Uuid>, Option<chrono::DateTime<chrono::Utc>>) {
+    sqlx::query_as("SELECT lease_owner, lease_until FROM sagas WHERE order_id = $1::uuid")
+        .bind(order_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 #[sqlx::test(migrator = "event_store::MIGRATOR")]
 async fn a_step_stalled_past_its_lease_stays_with_its_worker_within_the_instance(pool: PgPool) {
     service_runtime::telemetry::init_for_tests();
@@ -276,19 +288,7 @@ async fn a_step_stalled_past_its_lease_stays_with_its_worker_within_the_instance
     wait_for_events(&pool, "PaymentAuthorized", &order_id, 1).await;
 
     // Its lease runs out while the worker still waits for the answers.
-    let lease = |order_id: String| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_as::<_, (Option<uuid::Uuid>, Option<chrono::DateTime<chrono::Utc>>)>(
-                "SELECT lease_owner, lease_until FROM sagas WHERE order_id = $1::uuid",
-            )
-            .bind(order_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    let stalled = lease(order_id.clone()).await;
+    let stalled = lease(&pool, &order_id).await;
     assert!(stalled.0.is_some(), "the saga was leased when it started");
     eventually("the stalled saga's lease runs out", || async {
         sqlx::query_scalar::<_, bool>("SELECT clock_timestamp() > $1")
@@ -307,11 +307,11 @@ async fn a_step_stalled_past_its_lease_stays_with_its_worker_within_the_instance
         .await
         .unwrap();
     eventually("the idle worker claims the saga due later", || async {
-        lease(other.to_string()).await.0.is_some()
+        lease(&pool, &other.to_string()).await.0.is_some()
     })
     .await;
     assert_eq!(
-        lease(order_id.clone()).await,
+        lease(&pool, &order_id).await,
         stalled,
         "nobody claimed the saga whose step stalled"
     );
